@@ -1,0 +1,254 @@
+"""The environment contract: `State`, `Env`, and the bookkeeping every env shares.
+
+An environment is a set of pure functions over pytrees:
+
+* ``reset(key, params) -> State``
+* ``step(state, action, key, params) -> State``
+* ``observe(state, player) -> observation``
+
+Static facts (``id``, ``version``, ``num_players``, ``num_actions``, ``observation_shape``) live on
+the `Env` object; ``params`` is the level or task, a pytree of fixed-shape arrays that can be
+sampled, mutated and vmapped without recompiling. Shape settings are constructor options.
+
+Concrete envs implement ``_reset``, ``_step`` and ``observe``. The bookkeeping is written here,
+once, for all of them:
+
+* stepping a finished state is absorbing: the state is returned unchanged with zero rewards;
+* an illegal action ends the episode and the mover loses: the mover receives -1 and the other
+  players share +1 (a single-agent mover receives -1);
+* ``step_count`` is kept and ``truncated`` is set when ``max_episode_steps`` is reached;
+* ``observation`` is refreshed for the player to move, so ``_step`` need not compute it;
+* a finished state's ``legal_action_mask`` is all true, so a masked policy stays well defined.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from superlearner.errors import UserError
+
+Array = jax.Array
+PRNGKey = jax.Array
+Params = Any
+
+
+@struct.dataclass
+class State:
+    """Fields every environment state has; envs subclass it and add private fields.
+
+    Attributes:
+      current_player: int32[], the player to move (0 moves first).
+      legal_action_mask: bool[num_actions], the actions the current player may take.
+      rewards: float32[num_players], each player's own reward for the last step.
+      terminated: bool[], the episode ended by the rules.
+      truncated: bool[], the episode was cut by a step limit.
+      observation: the current player's view, ``observation_shape``.
+      step_count: int32[], steps taken since reset.
+    """
+
+    current_player: Array
+    legal_action_mask: Array
+    rewards: Array
+    terminated: Array
+    truncated: Array
+    observation: Array
+    step_count: Array
+
+
+@struct.dataclass
+class NoParams:
+    """The params of an env that has no per-level settings."""
+
+
+def tree_select(pred: Array, on_true: Any, on_false: Any) -> Any:
+    """Elementwise ``pred ? on_true : on_false`` over two pytrees of the same structure.
+
+    ``pred`` is a scalar boolean; this is branch-free, so it costs the same under ``vmap``.
+    """
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+class Env(abc.ABC):
+    """Base class of all environments. See the module docstring for the contract."""
+
+    id: ClassVar[str] = ""
+    version: ClassVar[str] = "0"
+    description: ClassVar[str] = ""
+    num_players: int = 1
+    num_actions: int = 1
+    observation_shape: tuple[int, ...] = ()
+    observation_dtype: Any = jnp.float32
+    max_episode_steps: int | None = None
+    # Two-player games whose rewards always sum to zero (the league and the search rely on it).
+    zero_sum: ClassVar[bool] = False
+
+    # ----------------------------------------------------------------------------------------
+    # Public, pure API.
+
+    @property
+    def default_params(self) -> Params:
+        """The level used when ``params`` is None."""
+        return NoParams()
+
+    def reset(self, key: PRNGKey, params: Params | None = None) -> State:
+        """Starts an episode. ``key`` is consumed (chance events of the start, e.g. a deal)."""
+        params = self._resolve_params(params)
+        state = self._reset(key, params)
+        return self._finish(state)
+
+    def step(self, state: State, action: Array, key: PRNGKey, params: Params | None = None) -> State:
+        """Applies ``action`` (int32[]) for ``state.current_player``. ``key`` is consumed."""
+        params = self._resolve_params(params)
+        action = jnp.asarray(action, jnp.int32)
+        done = state.terminated | state.truncated
+        in_range = (action >= 0) & (action < self.num_actions)
+        safe_action = jnp.clip(action, 0, self.num_actions - 1)
+        is_legal = in_range & state.legal_action_mask[safe_action]
+        # The env's own rules only ever see a legal action; an illegal one is handled below.
+        fallback = jnp.argmax(state.legal_action_mask).astype(jnp.int32)
+        rule_action = jnp.where(is_legal, safe_action, fallback)
+        cleared = state.replace(rewards=jnp.zeros_like(state.rewards))
+        moved = self._step(cleared, rule_action, key, params)
+        moved = moved.replace(step_count=state.step_count + 1)
+        lost = moved.replace(
+            rewards=self._illegal_action_rewards(state.current_player),
+            terminated=jnp.bool_(True),
+        )
+        moved = tree_select(is_legal, moved, lost)
+        if self.max_episode_steps is not None:
+            moved = moved.replace(
+                truncated=~moved.terminated & (moved.step_count >= self.max_episode_steps)
+            )
+        moved = self._finish(moved)
+        return tree_select(done, cleared, moved)
+
+    @abc.abstractmethod
+    def observe(self, state: State, player: Array) -> Array:
+        """``player``'s view of ``state`` (``observation_shape``), for any player."""
+
+    # ----------------------------------------------------------------------------------------
+    # What a concrete env implements.
+
+    @abc.abstractmethod
+    def _reset(self, key: PRNGKey, params: Params) -> State:
+        """The start state; ``observation`` may be left as zeros."""
+
+    @abc.abstractmethod
+    def _step(self, state: State, action: Array, key: PRNGKey, params: Params) -> State:
+        """The rules for a legal ``action``; sets rewards, terminated, the next player and mask."""
+
+    # ----------------------------------------------------------------------------------------
+    # Rendering (host side).
+
+    def render_text(self, state: State) -> str:
+        """A human-readable picture of one unbatched state."""
+        raise NotImplementedError(f"{self.id} has no text rendering")
+
+    def render_svg(self, state: State) -> str:
+        """An SVG picture of one unbatched state."""
+        raise NotImplementedError(f"{self.id} has no SVG rendering")
+
+    def action_to_text(self, action: int) -> str:
+        """How a move is written for people (the CLI's play command parses the same form)."""
+        return str(int(action))
+
+    def text_to_action(self, text: str) -> int:
+        """Parses a move written by a person; raises ValueError when it names no action."""
+        value = int(text.strip())
+        if not 0 <= value < self.num_actions:
+            raise ValueError(f"action must be in 0..{self.num_actions - 1}, got {value}")
+        return value
+
+    # ----------------------------------------------------------------------------------------
+    # Shared machinery.
+
+    def _finish(self, state: State) -> State:
+        done = state.terminated | state.truncated
+        mask = state.legal_action_mask | done
+        state = state.replace(legal_action_mask=mask)
+        return state.replace(observation=self.observe(state, state.current_player))
+
+    def _illegal_action_rewards(self, mover: Array) -> Array:
+        if self.num_players == 1:
+            return -jnp.ones((1,), jnp.float32)
+        players = jnp.arange(self.num_players)
+        others = 1.0 / (self.num_players - 1)
+        return jnp.where(players == mover, -1.0, others).astype(jnp.float32)
+
+    def _initial_fields(self, legal_action_mask: Array, current_player: Array | int = 0) -> dict:
+        """The common State fields of a fresh episode, for ``_reset`` implementations."""
+        return dict(
+            current_player=jnp.int32(current_player),
+            legal_action_mask=legal_action_mask,
+            rewards=jnp.zeros((self.num_players,), jnp.float32),
+            terminated=jnp.bool_(False),
+            truncated=jnp.bool_(False),
+            observation=jnp.zeros(self.observation_shape, self.observation_dtype),
+            step_count=jnp.int32(0),
+        )
+
+    def _resolve_params(self, params: Params | None) -> Params:
+        if params is None:
+            return self.default_params
+        check_params(self, params)
+        return params
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.id!r}, version={self.version!r})"
+
+
+def check_params(env: Env, params: Params) -> None:
+    """Raises UserError when ``params`` does not have the structure and shapes of the default.
+
+    Works on concrete arrays and on tracers (shapes are static), so it costs nothing under jit.
+    A batch axis in front of every leaf is not accepted here: vmap over params instead.
+    """
+    expected = env.default_params
+    exp_leaves, exp_def = jax.tree.flatten(expected)
+    got_leaves, got_def = jax.tree.flatten(params)
+    if exp_def != got_def:
+        raise UserError(
+            f"{env.id}: params have structure {got_def}, expected {exp_def} "
+            f"(start from env.default_params and .replace fields)"
+        )
+    names = _leaf_names(expected)
+    for name, want, got in zip(names, exp_leaves, got_leaves):
+        if jnp.shape(want) != jnp.shape(got):
+            raise UserError(
+                f"{env.id}: params.{name} has shape {tuple(jnp.shape(got))}, "
+                f"expected {tuple(jnp.shape(want))} (shape settings are options of make())"
+            )
+
+
+def _leaf_names(tree: Any) -> list[str]:
+    paths, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [jax.tree_util.keystr(path).lstrip(".") for path, _ in paths]
+
+
+def check_option(env_id: str, name: str, value: Any, kind: type, low=None, high=None) -> Any:
+    """Validates one static option of ``make``; returns it. Raises a one-line UserError."""
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        if not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
+            raise UserError(
+                f"{env_id}: option {name}={value!r} has type {type(value).__name__}, "
+                f"expected {kind.__name__}"
+            )
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
+        raise UserError(f"{env_id}: option {name}={value!r} is out of range, accepted {bounds}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    """What the registry knows about an env id before building it."""
+
+    env_id: str
+    factory: Any
+    description: str = ""

@@ -1,0 +1,178 @@
+"""`check_env`: the conformance checker every environment, built-in or not, must pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from superlearner.env import Env, State
+from superlearner.wrappers import step_auto_reset
+
+
+class ConformanceError(AssertionError):
+    """An environment broke the contract; the message says which rule and where."""
+
+
+def _fail(env: Env, rule: str) -> None:
+    raise ConformanceError(f"{env.id}: {rule}")
+
+
+def random_legal_action(key: jax.Array, state: State) -> jax.Array:
+    """int32[]: a uniformly random legal action of one unbatched state."""
+    logits = jnp.where(state.legal_action_mask, 0.0, -jnp.inf)
+    return jax.random.categorical(key, logits).astype(jnp.int32)
+
+
+def rollout(env: Env, key: jax.Array, num_steps: int, params=None):
+    """Random legal play without auto-reset; returns the stacked states (leading axis = time).
+
+    Finished episodes stay finished (absorbing), which the checker relies on.
+    """
+    reset_key, play_key = jax.random.split(key)
+    state = env.reset(reset_key, params)
+
+    def body(state, step_key):
+        action_key, env_key = jax.random.split(step_key)
+        action = random_legal_action(action_key, state)
+        next_state = env.step(state, action, env_key, params)
+        return next_state, (state, action)
+
+    _, (states, actions) = jax.lax.scan(body, state, jax.random.split(play_key, num_steps))
+    return states, actions
+
+
+def check_env(env: Env, *, num_envs: int = 16, num_steps: int | None = None, seed: int = 0) -> None:
+    """Checks ``env`` against the contract; raises ConformanceError naming the broken rule.
+
+    Checks: static facts; reset/step under jit and vmap; dtypes and shapes of every State field;
+    non-empty legal masks in live states; rewards only on steps, zero after the end; finished
+    states are absorbing; the same key gives the same trajectory; jit equals eager; ``observe``
+    works for every player and matches ``observation`` for the player to move; illegal actions
+    end the game with the mover losing; auto-reset starts fresh episodes.
+    """
+    if not env.id or not isinstance(env.id, str):
+        _fail(env, "id must be a non-empty string")
+    for name in ("num_players", "num_actions"):
+        value = getattr(env, name)
+        if not isinstance(value, int) or value < 1:
+            _fail(env, f"{name} must be a positive int, got {value!r}")
+    if num_steps is None:
+        num_steps = min(env.max_episode_steps or 200, 200) + 20
+
+    key = jax.random.key(seed)
+    keys = jax.random.split(key, num_envs)
+
+    # Reset and step, batched, under jit.
+    batched = jax.jit(jax.vmap(lambda k: rollout(env, k, num_steps)))
+    states, actions = batched(keys)
+    _check_fields(env, states, leading=(num_envs, num_steps))
+
+    live = ~(states.terminated | states.truncated)
+    mask_any = np.asarray(states.legal_action_mask.any(-1))
+    if not mask_any[np.asarray(live)].all():
+        _fail(env, "a live state has an empty legal_action_mask")
+    chosen_legal = np.take_along_axis(
+        np.asarray(states.legal_action_mask), np.asarray(actions)[..., None], axis=-1
+    )[..., 0]
+    if not chosen_legal[np.asarray(live)].all():
+        _fail(env, "the checker sampled an illegal action (legal mask and sampling disagree)")
+
+    # Rewards of the initial state are zero; after the end, states are absorbing.
+    if np.any(np.asarray(states.rewards[:, 0]) != 0):
+        _fail(env, "reset returned non-zero rewards")
+    done = np.asarray(states.terminated | states.truncated)
+    was_done = np.concatenate([np.zeros_like(done[:, :1]), done[:, :-1]], axis=1)
+    if np.any(np.asarray(states.rewards)[was_done] != 0):
+        _fail(env, "a step from a finished state gave non-zero rewards")
+    if np.any(done[:, :-1] & ~done[:, 1:]):
+        _fail(env, "a finished state became live again without reset (not absorbing)")
+    if env.zero_sum:
+        totals = np.asarray(states.rewards).sum(-1)
+        if np.any(np.abs(totals) > 1e-5):
+            _fail(env, "zero_sum is set but some step's rewards do not sum to zero")
+    for field in ("current_player",):
+        first = np.asarray(getattr(states, field))
+        if np.any(first[:, 0] != 0):
+            _fail(env, "player 0 must move first")
+
+    # Observation consistency.
+    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), states)
+    observed = jax.jit(jax.vmap(lambda s: env.observe(s, s.current_player)))(flat)
+    if not np.allclose(np.asarray(observed), np.asarray(flat.observation)):
+        _fail(env, "state.observation differs from observe(state, state.current_player)")
+    for player in range(env.num_players):
+        view = jax.jit(jax.vmap(lambda s: env.observe(s, jnp.int32(player))))(flat)
+        if tuple(view.shape[1:]) != tuple(env.observation_shape):
+            _fail(env, f"observe(state, {player}) has shape {view.shape[1:]}, expected {env.observation_shape}")
+
+    # Determinism and jit == eager.
+    again, _ = batched(keys)
+    if not _trees_equal(states, again):
+        _fail(env, "the same key gave a different trajectory")
+    short = min(num_steps, 12)
+    eager_states, _ = rollout(env, keys[0], short)
+    jit_states, _ = jax.jit(lambda k: rollout(env, k, short))(keys[0])
+    if not _trees_equal(eager_states, jit_states, atol=1e-5):
+        _fail(env, "jit and eager gave different trajectories")
+
+    # Illegal actions: the mover loses and the episode ends.
+    state = env.reset(keys[0])
+    illegal = np.flatnonzero(~np.asarray(state.legal_action_mask))
+    candidates = list(illegal) + [env.num_actions]  # out of range is illegal too
+    for bad in candidates[:2]:
+        after = jax.jit(env.step)(state, jnp.int32(bad), keys[1])
+        if not bool(after.terminated):
+            _fail(env, f"illegal action {bad} did not end the episode")
+        mover = int(state.current_player)
+        if float(after.rewards[mover]) != -1.0:
+            _fail(env, f"illegal action {bad}: the mover's reward is {float(after.rewards[mover])}, expected -1")
+
+    # Auto-reset starts a fresh episode after the end.
+    def autoreset_play(key):
+        reset_key, key = jax.random.split(key)
+        state = env.reset(reset_key)
+
+        def body(state, step_key):
+            action_key, env_key = jax.random.split(step_key)
+            next_state, final = step_auto_reset(env, state, random_legal_action(action_key, state), env_key)
+            return next_state, (final, next_state)
+
+        _, out = jax.lax.scan(body, state, jax.random.split(key, num_steps))
+        return out
+
+    finals, nexts = jax.jit(jax.vmap(autoreset_play))(keys)
+    ended = np.asarray(finals.terminated | finals.truncated)
+    if np.any(np.asarray(nexts.step_count)[ended] != 0):
+        _fail(env, "auto-reset did not start a fresh episode after the end")
+    if np.any(np.asarray(nexts.terminated | nexts.truncated)):
+        _fail(env, "auto-reset returned a finished state")
+
+
+def _check_fields(env: Env, states: State, leading: tuple[int, ...]) -> None:
+    specs = {
+        "current_player": ((), jnp.int32),
+        "legal_action_mask": ((env.num_actions,), jnp.bool_),
+        "rewards": ((env.num_players,), jnp.float32),
+        "terminated": ((), jnp.bool_),
+        "truncated": ((), jnp.bool_),
+        "observation": (tuple(env.observation_shape), env.observation_dtype),
+        "step_count": ((), jnp.int32),
+    }
+    for name, (shape, dtype) in specs.items():
+        value = getattr(states, name)
+        if tuple(value.shape) != leading + shape:
+            _fail(env, f"State.{name} has shape {value.shape[len(leading):]}, expected {shape}")
+        if value.dtype != jnp.dtype(dtype):
+            _fail(env, f"State.{name} has dtype {value.dtype}, expected {jnp.dtype(dtype)}")
+    for leaf in jax.tree.leaves(states):
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            _fail(env, "State holds a PRNG key; keys must be passed to step, never stored")
+
+
+def _trees_equal(a, b, atol: float = 0.0) -> bool:
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    return all(
+        np.allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=0) if atol else np.array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(leaves_a, leaves_b)
+    )
