@@ -85,6 +85,9 @@ class Env(abc.ABC):
     observation_shape: tuple[int, ...] = ()
     observation_dtype: Any = jnp.float32
     max_episode_steps: int | None = None
+    # An episode whose return reaches this counts as a success in evaluation (gymnasium's
+    # reward_threshold); None means success is not defined for the env.
+    reward_threshold: float | None = None
     # Two-player games whose rewards always sum to zero (the league and the search rely on it).
     zero_sum: ClassVar[bool] = False
 

@@ -1,0 +1,184 @@
+"""The ``superlearner`` command: train, resume, eval, plot, envs.
+
+Errors a user can cause are printed as one line (``error: ...``) with exit status 2, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from superlearner.errors import UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="superlearner",
+        description="Train, evaluate and inspect self-improving agents.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train an experiment preset or YAML file")
+    train.add_argument("experiment", help="preset name from experiments/ (e.g. cartpole_ppo) or a YAML path")
+    train.add_argument("--run-dir", help="where the run is written (default: runs/<name>-<time>)")
+    train.add_argument("--seed", type=int, help="random seed (overrides train.seed)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. --set train.total_env_steps=100000")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    resume = sub.add_parser("resume", help="continue a run from its latest checkpoint")
+    resume.add_argument("run_dir")
+    resume.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    evaluate = sub.add_parser("eval", help="evaluate a run directory or checkpoint")
+    evaluate.add_argument("path", help="run directory (best checkpoint, else latest) or checkpoint folder")
+    evaluate.add_argument("--episodes", type=int, default=100, help="episodes to play (default 100)")
+    evaluate.add_argument("--seed", type=int, default=0, help="evaluation seed")
+    evaluate.add_argument("--sample", action="store_true", help="sample actions instead of acting greedily")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    plot = sub.add_parser("plot", help="write PNG learning curves into the run directory")
+    plot.add_argument("run_dir")
+
+    sub.add_parser("envs", help="list the registered environments")
+    sub.add_parser("presets", help="list the experiment presets")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
+
+
+def _cmd_train(args) -> int:
+    from superlearner.config import load_config, validate_semantics
+    from superlearner.trainer import train
+
+    overrides = list(args.set)
+    if args.seed is not None:
+        if args.seed < 0:
+            raise UserError(f"--seed {args.seed}: must be a non-negative integer")
+        overrides.append(f"train.seed={args.seed}")
+    config = load_config(args.experiment, overrides)
+    validate_semantics(config, source=args.experiment)
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = train(config, run_dir, show_progress=not args.no_progress)
+    return _finish(result, config)
+
+
+def _cmd_resume(args) -> int:
+    from superlearner.trainer import read_run_config, resume
+
+    result = resume(args.run_dir, show_progress=not args.no_progress)
+    return _finish(result, read_run_config(Path(args.run_dir)))
+
+
+def _finish(result, config) -> int:
+    state = "finished" if result.completed else ("stopped; resume with `superlearner resume " + str(result.run_dir) + "`")
+    print(f"run {state}: {result.env_steps:,} env steps per member in {result.wall_time:.1f} s -> {result.run_dir}")
+    if result.completed and config.train.eval_episodes > 0 and not result.stopped_by_signal:
+        outcome = _evaluate(result.run_dir, config.train.eval_episodes, seed=0, greedy=True)
+        (Path(result.run_dir) / "eval.json").write_text(json.dumps(outcome.to_dict(), indent=2))
+        print(_eval_line(outcome))
+    return 0
+
+
+def _evaluate(path, episodes: int, seed: int, greedy: bool):
+    import jax
+
+    from superlearner.agent import load_agent
+    from superlearner.evaluate import run_episodes, summarize
+
+    if episodes < 1:
+        raise UserError(f"--episodes {episodes}: must be at least 1")
+    agent = load_agent(path, greedy=greedy)
+    if agent.env.num_players != 1:
+        raise UserError(f"{agent.env.id} is a {agent.env.num_players}-player game; use --opponent for games")
+    returns = run_episodes(
+        agent.env, lambda obs, mask, key: agent.act_batch(obs, mask, key, greedy=greedy),
+        jax.random.key(seed), episodes,
+    )
+    return summarize(agent.env, returns)
+
+
+def _eval_line(result) -> str:
+    line = (
+        f"mean return {result.mean_return:.2f} (95% CI {result.return_low:.2f}..{result.return_high:.2f}) "
+        f"over {result.episodes} episodes"
+    )
+    if result.success_rate is not None:
+        line += (
+            f"; success rate {result.success_rate:.3f} "
+            f"(95% CI {result.success_low:.3f}..{result.success_high:.3f})"
+        )
+    return line
+
+
+def _cmd_eval(args) -> int:
+    result = _evaluate(args.path, args.episodes, args.seed, greedy=not args.sample)
+    if args.json:
+        out = result.to_dict()
+        out.pop("returns")
+        print(json.dumps(out, indent=2))
+    else:
+        print(_eval_line(result))
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from superlearner.plot import plot_run
+
+    for path in plot_run(args.run_dir):
+        print(path)
+    return 0
+
+
+def _cmd_envs(args) -> int:
+    from superlearner.registry import env_description, list_envs
+
+    ids = list_envs()
+    width = max(len(i) for i in ids)
+    for env_id in ids:
+        try:
+            description = env_description(env_id)
+        except Exception as error:  # a broken third-party package must not hide the others
+            description = f"(cannot be loaded: {type(error).__name__}: {error})"
+        print(f"{env_id:<{width}}  {description}")
+    return 0
+
+
+def _cmd_presets(args) -> int:
+    import yaml
+
+    from superlearner.config import experiments_dir, list_presets
+
+    for name in list_presets():
+        raw = yaml.safe_load((experiments_dir() / f"{name}.yaml").read_text()) or {}
+        print(f"{name:<24}  {raw.get('description', '')}")
+    return 0
+
+
+_COMMANDS = {
+    "train": _cmd_train,
+    "resume": _cmd_resume,
+    "eval": _cmd_eval,
+    "plot": _cmd_plot,
+    "envs": _cmd_envs,
+    "presets": _cmd_presets,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

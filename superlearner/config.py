@@ -1,0 +1,330 @@
+"""Typed, validated experiment configs, read from YAML presets in ``experiments/``.
+
+Every field is declared once, with its type, a one-line description and its accepted range.
+A misspelled key, a wrong type or an out-of-range value raises `ConfigError` naming the file,
+the key, what was given and what is accepted, before anything is compiled or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from superlearner.errors import ConfigError
+
+EXPERIMENTS_DIR_ENV = "SUPERLEARNER_EXPERIMENTS"
+
+
+def field(default: Any, doc: str, *, low: float | None = None, high: float | None = None, **kwargs):
+    """A config field with its description and optional numeric bounds (inclusive)."""
+    metadata = {"doc": doc, "low": low, "high": high}
+    if isinstance(default, type):  # a nested config section or an empty container
+        return dataclasses.field(default_factory=default, metadata=metadata, **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    """Which environment to train on."""
+
+    id: str = field("cartpole", "registered env id (see `superlearner envs`)")
+    options: dict = field(dict, "static options passed to superlearner.make (shape settings)")
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerConfig:
+    """Static (shape-defining) learner settings; changing them recompiles."""
+
+    kind: Literal["ppo"] = field("ppo", "learner algorithm")
+    num_envs: int = field(4, "parallel environments per population member", low=1)
+    num_steps: int = field(128, "rollout length per iteration", low=1)
+    num_epochs: int = field(4, "passes over each rollout", low=1)
+    num_minibatches: int = field(4, "minibatches per epoch (must divide num_envs * num_steps)", low=1)
+    network: Literal["mlp", "conv"] = field("mlp", "torso: mlp for vectors, conv for boards and grids")
+    hidden_sizes: tuple = field((64, 64), "widths of the hidden layers of the MLP (and the head after a conv torso)")
+    conv_channels: tuple = field((32, 32), "channels of the 3x3 conv layers of the conv torso")
+    activation: Literal["tanh", "relu"] = field("tanh", "hidden activation")
+    anneal_lr: bool = field(True, "linearly anneal the learning rate to zero over the run")
+    update_rule: Literal["ppo_clip", "dpo"] = field("ppo_clip", "policy update rule (drift function)")
+    normalize_advantages: bool = field(True, "normalise advantages per minibatch")
+    clip_value_loss: bool = field(True, "clip the value loss like the policy ratio")
+    bootstrap_truncation: bool = field(True, "bootstrap from the value of the last observation when an episode is truncated")
+
+
+@dataclasses.dataclass(frozen=True)
+class HparamsConfig:
+    """Starting values of the hyperparameters a meta-learner may adapt (traced, never recompile).
+
+    Each value is one number for every population member, or a list with one per member.
+    """
+
+    learning_rate: Any = field(2.5e-4, "Adam step size", low=0.0, high=1.0)
+    ent_coef: Any = field(0.01, "entropy bonus coefficient", low=0.0, high=10.0)
+    vf_coef: Any = field(0.5, "value loss coefficient", low=0.0, high=100.0)
+    gamma: Any = field(0.99, "discount", low=0.0, high=1.0)
+    gae_lambda: Any = field(0.95, "GAE lambda", low=0.0, high=1.0)
+    clip_eps: Any = field(0.2, "PPO clip range (also the value clip range)", low=0.0, high=10.0)
+    max_grad_norm: Any = field(0.5, "global gradient-norm clip", low=0.0, high=1e6)
+    adam_eps: Any = field(1e-5, "Adam epsilon", low=0.0, high=1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How long to train and how the host loop checkpoints and evaluates."""
+
+    total_env_steps: int = field(500_000, "env steps per population member over the whole run", low=1)
+    population_size: int = field(1, "members trained side by side as one vmapped program", low=1)
+    seed: int = field(0, "random seed of the run", low=0)
+    iterations_per_chunk: int = field(61, "iterations per compiled train chunk (host work happens between chunks)", low=1)
+    checkpoint_every_chunks: int = field(4, "chunks between periodic checkpoints (a final one is always written)", low=1)
+    keep_checkpoints: int = field(3, "most recent periodic checkpoints kept (the best is kept too)", low=1)
+    eval_episodes: int = field(100, "episodes for the final evaluation (0 = none)", low=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogConfig:
+    """Where metrics go."""
+
+    tensorboard: bool = field(True, "write TensorBoard event files into the run directory")
+    wandb: bool = field(False, "also log to Weights & Biases (needs the wandb package)")
+    wandb_project: str = field("superlearner", "Weights & Biases project name")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """One experiment: env, learner, hyperparameters, training length and logging."""
+
+    name: str = field("experiment", "short name, used for run directories")
+    description: str = field("", "one line on what this preset shows")
+    env: EnvConfig = field(EnvConfig, "the environment")
+    learner: LearnerConfig = field(LearnerConfig, "static learner settings")
+    hparams: HparamsConfig = field(HparamsConfig, "adaptable hyperparameters (starting values)")
+    train: TrainConfig = field(TrainConfig, "run length, population, checkpoints")
+    log: LogConfig = field(LogConfig, "logging")
+
+    @property
+    def iterations(self) -> int:
+        """Train iterations of the whole run (each is num_envs * num_steps env steps per member)."""
+        per_iteration = self.learner.num_envs * self.learner.num_steps
+        return max(1, -(-self.train.total_env_steps // per_iteration))
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading and validation.
+
+
+def experiments_dir() -> Path:
+    """The folder of named presets: $SUPERLEARNER_EXPERIMENTS, or ``experiments/`` of the source tree."""
+    if os.environ.get(EXPERIMENTS_DIR_ENV):
+        return Path(os.environ[EXPERIMENTS_DIR_ENV])
+    return Path(__file__).resolve().parent.parent / "experiments"
+
+
+def list_presets() -> list[str]:
+    folder = experiments_dir()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def resolve_preset(name_or_path: str) -> Path:
+    """A preset name (``cartpole_ppo``) or a path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{name_or_path}: no such experiment file")
+        return path
+    candidate = experiments_dir() / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    presets = list_presets()
+    close = difflib.get_close_matches(name_or_path, presets, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"unknown experiment {name_or_path!r}{hint} Presets: {', '.join(presets) or 'none'}")
+
+
+def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Reads a preset and applies ``KEY=VALUE`` overrides (dotted keys, YAML values)."""
+    path = resolve_preset(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config sections")
+    raw = apply_overrides(raw, overrides, source=str(path))
+    return config_from_dict(raw, source=str(path))
+
+
+def apply_overrides(raw: dict, overrides, source: str = "--set") -> dict:
+    raw = _deep_copy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.seed=3")
+        key, _, text = item.partition("=")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part} is not a section")
+        node[parts[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: dict, source: str = "config") -> ExperimentConfig:
+    return _build(ExperimentConfig, raw, source, prefix="")
+
+
+def config_to_dict(config: Any) -> dict:
+    """A plain, YAML/JSON-ready dict of a config (tuples become lists)."""
+    def convert(value):
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        return value
+
+    return convert(config)
+
+
+def describe_fields(cls=ExperimentConfig, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(dotted key, description, default) for every leaf field: the config reference."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        kind = _field_type(cls, f.name)
+        if dataclasses.is_dataclass(kind):
+            rows.extend(describe_fields(kind, prefix + f.name + "."))
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((prefix + f.name, f.metadata.get("doc", ""), default))
+    return rows
+
+
+def _deep_copy(raw):
+    if isinstance(raw, dict):
+        return {k: _deep_copy(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_deep_copy(v) for v in raw]
+    return raw
+
+
+def _field_type(cls, name):
+    return typing.get_type_hints(cls)[name]
+
+
+def _build(cls, raw: Any, source: str, prefix: str):
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {where} must be a mapping, got {type(raw).__name__} {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            raise ConfigError(
+                f"{source}: unknown key {prefix}{key}{hint} Accepted keys in {where}: {', '.join(fields)}"
+            )
+    values = {}
+    hints = typing.get_type_hints(cls)
+    for name, f in fields.items():
+        kind = hints[name]
+        key = prefix + name
+        if name not in raw:
+            continue
+        value = raw[name]
+        if dataclasses.is_dataclass(kind):
+            values[name] = _build(kind, value, source, key + ".")
+        else:
+            values[name] = _check_value(source, key, value, kind, f.metadata)
+    return cls(**values)
+
+
+def _check_value(source: str, key: str, value: Any, kind: Any, metadata) -> Any:
+    origin = typing.get_origin(kind)
+    low, high = metadata.get("low"), metadata.get("high")
+    if origin is Literal:
+        choices = typing.get_args(kind)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{source}: {key}={value!r} is not accepted{hint} Accepted: {', '.join(map(str, choices))}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key}={value!r} must be true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key}={value!r} must be an integer")
+        _check_range(source, key, value, low, high)
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {key}={value!r} must be a number")
+        _check_range(source, key, float(value), low, high)
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {key}={value!r} must be a string")
+        return value
+    if kind is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
+        return dict(value)
+    if kind is tuple:
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+        ):
+            raise ConfigError(f"{source}: {key}={value!r} must be a list of positive integers")
+        return tuple(value)
+    if kind is Any:  # a hyperparameter: one number, or one per population member
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if not items:
+            raise ConfigError(f"{source}: {key} is an empty list; give a number or one per member")
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                raise ConfigError(f"{source}: {key}={value!r} must be a number or a list of numbers")
+            _check_range(source, key, float(item), low, high)
+        return tuple(float(v) for v in items) if isinstance(value, (list, tuple)) else float(value)
+    raise TypeError(f"unsupported config type {kind} for {key}")
+
+
+def _check_range(source, key, value, low, high):
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ConfigError(f"{source}: {key}={value!r} is out of range; accepted {lo}..{hi}")
+
+
+def validate_semantics(config: ExperimentConfig, source: str = "config") -> None:
+    """Checks that span fields (divisibility, population-sized lists)."""
+    batch = config.learner.num_envs * config.learner.num_steps
+    if batch % config.learner.num_minibatches:
+        raise ConfigError(
+            f"{source}: learner.num_minibatches={config.learner.num_minibatches} must divide "
+            f"num_envs * num_steps = {batch}"
+        )
+    size = config.train.population_size
+    for f in dataclasses.fields(config.hparams):
+        value = getattr(config.hparams, f.name)
+        if isinstance(value, tuple) and len(value) != size:
+            raise ConfigError(
+                f"{source}: hparams.{f.name} has {len(value)} values but train.population_size={size}; "
+                f"give one number or {size}"
+            )
+

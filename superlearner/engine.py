@@ -1,0 +1,195 @@
+"""The training engine: one `TrainState`, one compiled train chunk.
+
+A train chunk is a `lax.scan` over K iterations; each iteration runs, for every population
+member at once (a `vmap` over the leading axis P), a rollout and a learner update. The host loop
+(`superlearner.trainer`) only logs, checkpoints and evaluates between chunks.
+
+Iterations past the configured end are skipped inside the chunk (a `lax.cond` on the global
+iteration counter), so the last chunk reuses the same compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from superlearner.config import ExperimentConfig
+from superlearner.env import Env
+from superlearner.learners.ppo import PPO, LearnerState, PPOHparams, make_ppo
+from superlearner.registry import make
+from superlearner.rollout import collect_single_agent
+from superlearner.wrappers import EpisodeStats
+
+
+@struct.dataclass
+class TrainState:
+    """Everything a run needs to continue; saving it is saving the run.
+
+    Leading axes: ``[P]`` for per-member fields, ``[P, N]`` for env fields.
+
+    Attributes:
+      learner: LearnerState per member.
+      hparams: PPOHparams per member (what a meta-learner changes).
+      env_state: env State per member and env.
+      env_params: the level each env plays, per member and env.
+      episode_stats: EpisodeStats per member and env.
+      rng: uint32 key data per member (typed keys are wrapped inside the chunk).
+      iteration: int32[], iterations completed.
+      league: self-play league state (empty when unused).
+      curriculum: level-sampler buffer (empty when unused).
+      meta: meta-controller state (empty when unused).
+    """
+
+    learner: LearnerState
+    hparams: PPOHparams
+    env_state: Any
+    env_params: Any
+    episode_stats: EpisodeStats
+    rng: jax.Array
+    iteration: jax.Array
+    league: Any = struct.field(default_factory=dict)
+    curriculum: Any = struct.field(default_factory=dict)
+    meta: Any = struct.field(default_factory=dict)
+
+
+class Engine(NamedTuple):
+    """The compiled-program pieces of a run (see `make_engine`)."""
+
+    config: ExperimentConfig
+    env: Env
+    learner: PPO
+    init: Callable[[int], TrainState]
+    train_chunk: Callable[[TrainState], tuple[TrainState, dict]]
+    num_iterations: int
+    env_steps_per_iteration: int
+
+
+def make_learner(config: ExperimentConfig, env: Env) -> PPO:
+    lc = config.learner
+    return make_ppo(
+        env.observation_shape,
+        env.num_actions,
+        num_epochs=lc.num_epochs,
+        num_minibatches=lc.num_minibatches,
+        network=lc.network,
+        hidden_sizes=lc.hidden_sizes,
+        conv_channels=lc.conv_channels,
+        activation=lc.activation,
+        anneal_lr=lc.anneal_lr,
+        total_updates=config.iterations,
+        update_rule=lc.update_rule,
+        normalize_advantages=lc.normalize_advantages,
+        clip_value_loss=lc.clip_value_loss,
+    )
+
+
+def initial_hparams(config: ExperimentConfig) -> PPOHparams:
+    """PPOHparams with a leading population axis, from the config's starting values."""
+    size = config.train.population_size
+    values = {}
+    for f in dataclasses.fields(config.hparams):
+        value = getattr(config.hparams, f.name)
+        values[f.name] = jnp.asarray(value if isinstance(value, tuple) else (value,) * size, jnp.float32)
+    return PPOHparams(**values)
+
+
+def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
+    """Builds the env, the learner and the pure init / train-chunk functions of ``config``.
+
+    Nothing is compiled here: the caller jits ``train_chunk`` (the trainer does).
+    """
+    if env is None:
+        env = make(config.env.id, **config.env.options)
+    if env.num_players != 1:
+        from superlearner.errors import ConfigError
+
+        raise ConfigError(
+            f"env {env.id!r} has {env.num_players} players; the single-agent PPO engine trains "
+            "one-player tasks (cartpole, maze)"
+        )
+    learner = make_learner(config, env)
+    lc, tc = config.learner, config.train
+    num_envs, num_steps, size = lc.num_envs, lc.num_steps, tc.population_size
+    num_iterations = config.iterations
+
+    def init(seed: int) -> TrainState:
+        key = jax.random.key(seed)
+        init_key, env_key, run_key = jax.random.split(key, 3)
+        learner_state = jax.vmap(learner.init)(jax.random.split(init_key, size))
+        env_params = jax.tree.map(
+            lambda x: jnp.broadcast_to(x, (size, num_envs) + jnp.shape(x)), env.default_params
+        )
+        env_keys = jax.random.split(env_key, size * num_envs).reshape(size, num_envs)
+        env_state = jax.vmap(jax.vmap(env.reset))(env_keys, env_params)
+        stats = jax.tree.map(
+            lambda x: jnp.broadcast_to(x, (size, num_envs) + x.shape), EpisodeStats.zeros(env.num_players)
+        )
+        return TrainState(
+            learner=learner_state,
+            hparams=initial_hparams(config),
+            env_state=env_state,
+            env_params=env_params,
+            episode_stats=stats,
+            rng=jax.random.key_data(jax.random.split(run_key, size)),
+            iteration=jnp.int32(0),
+        )
+
+    def member_iteration(learner_state, hparams, env_state, env_params, stats, rng):
+        key = jax.random.wrap_key_data(rng)
+        key, rollout_key, update_key = jax.random.split(key, 3)
+        env_state, stats, rollout = collect_single_agent(
+            env, learner, learner_state.params, env_state, stats, env_params, rollout_key,
+            num_steps, lc.bootstrap_truncation,
+        )
+        learner_state, metrics = learner.update(learner_state, rollout, hparams, update_key)
+        finished = stats.num_episodes > 0
+        num_finished = jnp.maximum(finished.sum(), 1)
+        metrics["episode_return"] = jnp.where(finished, stats.last_return[:, 0], 0.0).sum() / num_finished
+        metrics["episode_length"] = jnp.where(finished, stats.last_length, 0).sum() / num_finished
+        metrics["episodes"] = stats.num_episodes.sum().astype(jnp.float32)
+        return learner_state, env_state, stats, jax.random.key_data(key), metrics
+
+    population_iteration = jax.vmap(member_iteration)
+
+    def iteration(state: TrainState) -> tuple[TrainState, dict]:
+        learner_state, env_state, stats, rng, metrics = population_iteration(
+            state.learner, state.hparams, state.env_state, state.env_params, state.episode_stats, state.rng
+        )
+        new_state = state.replace(
+            learner=learner_state, env_state=env_state, episode_stats=stats, rng=rng,
+            iteration=state.iteration + 1,
+        )
+        return new_state, metrics
+
+    metric_shapes = jax.eval_shape(lambda s: iteration(s)[1], jax.eval_shape(init, 0))
+
+    def skip(state: TrainState) -> tuple[TrainState, dict]:
+        nan = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), metric_shapes)
+        return state, nan
+
+    def train_chunk(state: TrainState, num_chunk_iterations: int) -> tuple[TrainState, dict]:
+        """Runs ``num_chunk_iterations`` (static) iterations; returns metrics ``[K, P]`` and a
+        ``valid`` flag ``[K]`` (false for iterations past the end of the run)."""
+
+        def body(state, _):
+            live = state.iteration < num_iterations
+            state, metrics = jax.lax.cond(live, iteration, skip, state)
+            metrics["valid"] = live
+            metrics["iteration"] = state.iteration
+            return state, metrics
+
+        return jax.lax.scan(body, state, None, length=num_chunk_iterations)
+
+    return Engine(
+        config=config,
+        env=env,
+        learner=learner,
+        init=init,
+        train_chunk=train_chunk,
+        num_iterations=num_iterations,
+        env_steps_per_iteration=num_envs * num_steps,
+    )

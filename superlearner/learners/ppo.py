@@ -1,0 +1,257 @@
+"""Proximal Policy Optimisation (Schulman et al. 2017) with masked categorical policies.
+
+Reads top to bottom: types, factory, init, act, loss, update. The policy objective comes from an
+`UpdateRule` (PPO-clip by default) with explicit meta parameters. Every number a meta-learner
+may change is a float32 array in `PPOHparams`, passed in at each update: changing it never
+recompiles. Shapes (envs, steps, minibatches, network) are static.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+
+from superlearner.networks import ActorCritic, masked_logits
+from superlearner.returns import generalized_advantage_estimation
+from superlearner.update_rules import UpdateRule, make_update_rule, policy_objective
+
+# ----------------------------------------------------------------------------------------------
+# Types.
+
+
+@struct.dataclass
+class PPOHparams:
+    """Adaptable hyperparameters, float32 scalars (a leading population axis in the TrainState)."""
+
+    learning_rate: jax.Array
+    ent_coef: jax.Array
+    vf_coef: jax.Array
+    gamma: jax.Array
+    gae_lambda: jax.Array
+    clip_eps: jax.Array
+    max_grad_norm: jax.Array
+    adam_eps: jax.Array
+
+    @classmethod
+    def from_values(cls, **values: float) -> "PPOHparams":
+        return cls(**{name: jnp.asarray(value, jnp.float32) for name, value in values.items()})
+
+
+@struct.dataclass
+class LearnerState:
+    """Network parameters, optimizer state and update-rule meta parameters of one member."""
+
+    params: Any
+    opt_state: Any
+    meta_params: Any
+    num_updates: jax.Array
+
+
+@struct.dataclass
+class Rollout:
+    """A batch of experience, leading axes ``[T, N]`` (time, env).
+
+    ``reward`` is the acting player's reward; ``v_tp1`` the value of the next state from the
+    acting player's view (0 at terminal states), ``continue_`` 0 at episode ends.
+    """
+
+    observation: jax.Array
+    legal_action_mask: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    reward: jax.Array
+    v_tp1: jax.Array
+    continue_: jax.Array
+    valid: jax.Array  # 1 where the step is a real decision of the learner (self-play masks others)
+
+
+class PPO(NamedTuple):
+    """The PPO learner's pure functions (see `make_ppo`)."""
+
+    init: Callable[[jax.Array], LearnerState]
+    policy: Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+    act: Callable[..., tuple[jax.Array, jax.Array, jax.Array]]
+    value: Callable[[Any, jax.Array], jax.Array]
+    update: Callable[..., tuple[LearnerState, dict]]
+    graphdef: Any
+    rule: UpdateRule
+
+
+# ----------------------------------------------------------------------------------------------
+# Factory.
+
+
+def make_ppo(
+    observation_shape,
+    num_actions: int,
+    *,
+    num_epochs: int = 4,
+    num_minibatches: int = 4,
+    network: str = "mlp",
+    hidden_sizes=(64, 64),
+    conv_channels=(32, 32),
+    activation: str = "tanh",
+    anneal_lr: bool = True,
+    total_updates: int = 1,
+    update_rule: str = "ppo_clip",
+    normalize_advantages: bool = True,
+    clip_value_loss: bool = True,
+) -> PPO:
+    """Builds PPO for observations ``observation_shape`` and ``num_actions`` discrete actions.
+
+    ``total_updates`` is the number of `update` calls of the whole run (for annealing).
+    """
+    rule = make_update_rule(update_rule)
+
+    def build_model(key):
+        return ActorCritic(
+            observation_shape, num_actions, kind=network, hidden_sizes=hidden_sizes,
+            conv_channels=conv_channels, activation=activation, rngs=nnx.Rngs(params=key),
+        )
+
+    graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: build_model(jax.random.key(0))))
+    del abstract_params
+
+    def optimizer(hparams: PPOHparams, learning_rate) -> optax.GradientTransformation:
+        # Built inside the trace from traced values: the optimizer state's structure does not
+        # depend on them, so new values never recompile.
+        return optax.chain(
+            optax.clip_by_global_norm(hparams.max_grad_norm),
+            optax.scale_by_adam(eps=hparams.adam_eps),
+            optax.scale_by_learning_rate(learning_rate),
+        )
+
+    # --- init ---------------------------------------------------------------------------------
+
+    def init(key: jax.Array) -> LearnerState:
+        _, params = nnx.split(build_model(key))
+        dummy = PPOHparams.from_values(**{f: 1.0 for f in PPOHparams.__dataclass_fields__})
+        opt_state = optimizer(dummy, 1.0).init(params)
+        return LearnerState(
+            params=params, opt_state=opt_state, meta_params=rule.init_meta_params(),
+            num_updates=jnp.int32(0),
+        )
+
+    # --- acting -------------------------------------------------------------------------------
+
+    def policy(params, observation, legal_action_mask):
+        """Masked logits ``[..., A]`` and values ``[...]``."""
+        logits, value = nnx.merge(graphdef, params)(observation)
+        return masked_logits(logits, legal_action_mask), value
+
+    def act(params, observation, legal_action_mask, key, greedy: bool = False):
+        """Samples (or takes the argmax of) the masked policy. Returns action, log_prob, value."""
+        logits, value = policy(params, observation, legal_action_mask)
+        if greedy:
+            action = jnp.argmax(logits, axis=-1)
+        else:
+            action = jax.random.categorical(key, logits, axis=-1)
+        log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
+        return action.astype(jnp.int32), log_prob, value
+
+    def value(params, observation):
+        return nnx.merge(graphdef, params).value(observation)
+
+    # --- loss ---------------------------------------------------------------------------------
+
+    def loss_fn(params, meta_params, batch: dict, hparams: PPOHparams):
+        logits, values = policy(params, batch["observation"], batch["legal_action_mask"])
+        log_probs = jax.nn.log_softmax(logits)
+        log_prob = jnp.take_along_axis(log_probs, batch["action"][..., None], axis=-1)[..., 0]
+        weight = batch["valid"]
+        count = jnp.maximum(weight.sum(), 1.0)
+
+        def mean(x):
+            return (x * weight).sum() / count
+
+        advantage = batch["advantage"]
+        if normalize_advantages:
+            adv_mean = mean(advantage)
+            adv_std = jnp.sqrt(mean((advantage - adv_mean) ** 2))
+            advantage = (advantage - adv_mean) / (adv_std + 1e-8)
+        ratio = jnp.exp(log_prob - batch["log_prob"])
+        policy_loss = -mean(policy_objective(rule, meta_params, ratio, advantage, hparams.clip_eps))
+
+        target = batch["target"]
+        value_error = (values - target) ** 2
+        if clip_value_loss:
+            clipped = batch["value"] + jnp.clip(values - batch["value"], -hparams.clip_eps, hparams.clip_eps)
+            value_error = jnp.maximum(value_error, (clipped - target) ** 2)
+        value_loss = 0.5 * mean(value_error)
+
+        probs = jnp.exp(log_probs)
+        entropy = mean(-(probs * log_probs).sum(-1))
+        total = policy_loss + hparams.vf_coef * value_loss - hparams.ent_coef * entropy
+        metrics = dict(
+            loss_total=total,
+            loss_policy=policy_loss,
+            loss_value=value_loss,
+            entropy=entropy,
+            approx_kl=mean((ratio - 1.0) - jnp.log(ratio)),
+            clip_fraction=mean((jnp.abs(ratio - 1.0) > hparams.clip_eps).astype(jnp.float32)),
+        )
+        return total, metrics
+
+    # --- update -------------------------------------------------------------------------------
+
+    def update(state: LearnerState, rollout: Rollout, hparams: PPOHparams, key: jax.Array):
+        """One PPO update on a rollout ``[T, N]``: GAE, then epochs of shuffled minibatches.
+
+        Returns the new state and a dict of float32 scalar metrics.
+        """
+        advantage = jax.vmap(
+            generalized_advantage_estimation, in_axes=(1, 1, 1, None, 1, None), out_axes=1
+        )(
+            rollout.reward, rollout.value, rollout.v_tp1,
+            jnp.full(rollout.reward.shape[:1], hparams.gamma), rollout.continue_, hparams.gae_lambda,
+        )
+        batch = dict(
+            observation=rollout.observation,
+            legal_action_mask=rollout.legal_action_mask,
+            action=rollout.action,
+            log_prob=rollout.log_prob,
+            value=rollout.value,
+            advantage=advantage,
+            target=advantage + rollout.value,
+            valid=rollout.valid.astype(jnp.float32),
+        )
+        batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), batch)
+        batch_size = batch["action"].shape[0]
+        minibatch_size = batch_size // num_minibatches
+
+        if anneal_lr:
+            progress = state.num_updates.astype(jnp.float32) / total_updates
+            learning_rate = hparams.learning_rate * jnp.maximum(1.0 - progress, 0.0)
+        else:
+            learning_rate = hparams.learning_rate
+        tx = optimizer(hparams, learning_rate)
+
+        def minibatch_step(carry, minibatch):
+            params, opt_state = carry
+            grads, metrics = jax.grad(loss_fn, has_aux=True)(params, state.meta_params, minibatch, hparams)
+            metrics["grad_norm"] = optax.global_norm(grads)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            return (params, opt_state), metrics
+
+        def epoch_step(carry, epoch_key):
+            order = jax.random.permutation(epoch_key, batch_size)
+            shuffled = jax.tree.map(
+                lambda x: x[order].reshape((num_minibatches, minibatch_size) + x.shape[1:]), batch
+            )
+            return jax.lax.scan(minibatch_step, carry, shuffled)
+
+        (params, opt_state), metrics = jax.lax.scan(
+            epoch_step, (state.params, state.opt_state), jax.random.split(key, num_epochs)
+        )
+        metrics = jax.tree.map(jnp.mean, metrics)
+        metrics["learning_rate"] = learning_rate
+        new_state = state.replace(params=params, opt_state=opt_state, num_updates=state.num_updates + 1)
+        return new_state, metrics
+
+    return PPO(init=init, policy=policy, act=act, value=value, update=update, graphdef=graphdef, rule=rule)

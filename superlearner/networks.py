@@ -1,0 +1,105 @@
+"""Policy-value networks in `flax.nnx`.
+
+`ActorCritic` maps an observation batch to masked-policy logits and a value. The torso is an MLP
+for vector observations or a small convolutional stack for boards and grids (observations of
+shape ``[H, W, C]``). Actor and critic have separate torsos, as in the PPO reference
+implementations, so the value loss does not disturb the policy's features.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# Finite, very negative logit for illegal actions: -inf would turn 0 * log(0) into NaN.
+ILLEGAL_LOGIT = -1e9
+
+_ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+
+
+def masked_logits(logits: jax.Array, legal_action_mask: jax.Array) -> jax.Array:
+    """Logits with illegal actions pushed to ``ILLEGAL_LOGIT``. Shapes: ``[..., A]``."""
+    return jnp.where(legal_action_mask, logits, ILLEGAL_LOGIT)
+
+
+class Torso(nnx.Module):
+    """An MLP (``kind="mlp"``) or a conv stack followed by an MLP (``kind="conv"``)."""
+
+    def __init__(
+        self,
+        observation_shape: Sequence[int],
+        *,
+        kind: str,
+        hidden_sizes: Sequence[int],
+        conv_channels: Sequence[int],
+        activation: str,
+        rngs: nnx.Rngs,
+    ):
+        self.kind = kind
+        self.observation_ndim = len(observation_shape)
+        self.activation = _ACTIVATIONS[activation]
+        init = nnx.initializers.orthogonal(math.sqrt(2.0))
+        self.convs = nnx.List()
+        if kind == "conv":
+            if len(observation_shape) != 3:
+                raise ValueError(f"a conv torso needs [H, W, C] observations, got shape {tuple(observation_shape)}")
+            channels = observation_shape[-1]
+            for width in conv_channels:
+                self.convs.append(nnx.Conv(channels, width, (3, 3), padding="SAME", kernel_init=init, rngs=rngs))
+                channels = width
+            flat = observation_shape[0] * observation_shape[1] * channels
+        else:
+            flat = int(math.prod(observation_shape))
+        self.layers = nnx.List()
+        for width in hidden_sizes:
+            self.layers.append(nnx.Linear(flat, width, kernel_init=init, rngs=rngs))
+            flat = width
+        self.output_size = flat
+
+    def __call__(self, observation: jax.Array) -> jax.Array:
+        batch_shape = observation.shape[: observation.ndim - self.observation_ndim]
+        x = observation.astype(jnp.float32).reshape((-1,) + observation.shape[len(batch_shape):])
+        for conv in self.convs:
+            x = self.activation(conv(x))
+        x = x.reshape((x.shape[0], -1))
+        for layer in self.layers:
+            x = self.activation(layer(x))
+        return x.reshape(batch_shape + (x.shape[-1],))
+
+
+class ActorCritic(nnx.Module):
+    """Policy logits ``[..., A]`` and value ``[...]`` for observations ``[..., *observation_shape]``."""
+
+    def __init__(
+        self,
+        observation_shape: Sequence[int],
+        num_actions: int,
+        *,
+        kind: str = "mlp",
+        hidden_sizes: Sequence[int] = (64, 64),
+        conv_channels: Sequence[int] = (32, 32),
+        activation: str = "tanh",
+        rngs: nnx.Rngs,
+    ):
+        options = dict(kind=kind, hidden_sizes=hidden_sizes, conv_channels=conv_channels, activation=activation)
+        self.actor_torso = Torso(observation_shape, **options, rngs=rngs)
+        self.critic_torso = Torso(observation_shape, **options, rngs=rngs)
+        self.policy_head = nnx.Linear(
+            self.actor_torso.output_size, num_actions,
+            kernel_init=nnx.initializers.orthogonal(0.01), rngs=rngs,
+        )
+        self.value_head = nnx.Linear(
+            self.critic_torso.output_size, 1, kernel_init=nnx.initializers.orthogonal(1.0), rngs=rngs
+        )
+
+    def __call__(self, observation: jax.Array) -> tuple[jax.Array, jax.Array]:
+        logits = self.policy_head(self.actor_torso(observation))
+        value = self.value_head(self.critic_torso(observation))[..., 0]
+        return logits, value
+
+    def value(self, observation: jax.Array) -> jax.Array:
+        return self.value_head(self.critic_torso(observation))[..., 0]

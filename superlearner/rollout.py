@@ -1,0 +1,86 @@
+"""Collecting experience: N envs stepped T times by the learner's policy, with auto-reset."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from superlearner.env import Env
+from superlearner.learners.ppo import PPO, Rollout
+from superlearner.wrappers import EpisodeStats, step_auto_reset, update_episode_stats
+
+
+def collect_single_agent(
+    env: Env,
+    learner: PPO,
+    params,
+    env_state,
+    episode_stats: EpisodeStats,
+    env_params,
+    key: jax.Array,
+    num_steps: int,
+    bootstrap_truncation: bool = True,
+):
+    """Runs ``num_steps`` steps of N envs (leading axis of ``env_state``) under the policy.
+
+    Args:
+      env: a single-agent env.
+      learner: the learner whose ``act`` and ``value`` are used.
+      params: network parameters.
+      env_state: State with leading axis N.
+      episode_stats: EpisodeStats with leading axis N.
+      env_params: the level of each env, leading axis N; also used for the next episode.
+      key: consumed.
+      num_steps: T (static).
+      bootstrap_truncation: where an episode is truncated, bootstrap from the value of its last
+        observation instead of treating the cut as a terminal state.
+
+    Returns:
+      ``(env_state, episode_stats, rollout)`` with rollout leading axes ``[T, N]``.
+    """
+    num_envs = env_state.step_count.shape[0]
+    step = jax.vmap(lambda s, a, k, p: step_auto_reset(env, s, a, k, p))
+
+    def body(carry, step_key):
+        env_state, stats = carry
+        act_key, env_key = jax.random.split(step_key)
+        action, log_prob, value = learner.act(params, env_state.observation, env_state.legal_action_mask, act_key)
+        next_state, final = step(env_state, action, jax.random.split(env_key, num_envs), env_params)
+        stats = jax.vmap(update_episode_stats)(stats, final)
+        out = dict(
+            observation=env_state.observation,
+            legal_action_mask=env_state.legal_action_mask,
+            action=action,
+            log_prob=log_prob,
+            value=value,
+            reward=final.rewards[:, 0],
+            terminated=final.terminated,
+            truncated=final.truncated,
+            final_observation=final.observation,
+        )
+        return (next_state, stats), out
+
+    (env_state, episode_stats), out = jax.lax.scan(
+        body, (env_state, episode_stats), jax.random.split(key, num_steps)
+    )
+    last_value = learner.value(params, env_state.observation)
+    next_value = jnp.concatenate([out["value"][1:], last_value[None]], axis=0)
+    done = out["terminated"] | out["truncated"]
+    if bootstrap_truncation:
+        final_value = learner.value(params, out["final_observation"])
+        v_tp1 = jnp.where(out["truncated"], final_value, next_value)
+    else:
+        v_tp1 = next_value
+    v_tp1 = jnp.where(out["terminated"] | (done & ~jnp.bool_(bootstrap_truncation)), 0.0, v_tp1)
+    rollout = Rollout(
+        observation=out["observation"],
+        legal_action_mask=out["legal_action_mask"],
+        action=out["action"],
+        log_prob=out["log_prob"],
+        value=out["value"],
+        reward=out["reward"],
+        v_tp1=v_tp1,
+        continue_=(~done).astype(jnp.float32),
+        valid=jnp.ones_like(out["reward"]),
+    )
+    return env_state, episode_stats, rollout

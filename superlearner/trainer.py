@@ -1,0 +1,303 @@
+"""The host loop: runs compiled train chunks, and between them logs, checkpoints and reports.
+
+`train` starts a run in a fresh directory; `resume` continues one from its latest checkpoint.
+Ctrl-C and SIGTERM (what preemptible cloud machines send) finish the chunk in flight, write a
+checkpoint and return. A NaN or infinity in a loss or the parameters stops the run with a
+message naming the iteration and the metric; the last good checkpoint is left as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import yaml
+
+import superlearner
+from superlearner.checkpoint import CHECKPOINT_DIR, Checkpointer
+from superlearner.config import ExperimentConfig, config_from_dict, config_to_dict, validate_semantics
+from superlearner.engine import Engine, TrainState, make_engine
+from superlearner.errors import ConfigError, UserError
+from superlearner.logs import MetricsLog
+
+CONFIG_FILE = "config.yaml"
+# Metrics whose non-finite value means the run is broken.
+GUARDED_METRICS = ("loss_total", "loss_policy", "loss_value", "entropy", "grad_norm")
+
+
+class NonFiniteError(UserError):
+    """A loss or a parameter became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a finished (or stopped) run reports."""
+
+    run_dir: Path
+    iteration: int
+    env_steps: int
+    completed: bool
+    stopped_by_signal: bool
+    wall_time: float
+    last_metrics: dict
+
+
+def prepare_run_dir(run_dir: Path, config: ExperimentConfig) -> None:
+    """Creates ``run_dir`` for a new run; refuses one that already holds a run."""
+    if run_dir.exists():
+        markers = [name for name in (CONFIG_FILE, CHECKPOINT_DIR, MetricsLog.FILE) if (run_dir / name).exists()]
+        if markers:
+            raise UserError(
+                f"{run_dir} already holds a run ({', '.join(markers)}); use `superlearner resume {run_dir}` "
+                "to continue it, or choose another --run-dir"
+            )
+        if not run_dir.is_dir():
+            raise UserError(f"{run_dir} exists and is not a directory")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def read_run_config(run_dir: Path) -> ExperimentConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    return config_from_dict(yaml.safe_load(path.read_text()) or {}, source=str(path))
+
+
+def checkpoint_metadata(engine: Engine, iteration: int, wall_time: float) -> dict:
+    return dict(
+        config=config_to_dict(engine.config),
+        env_id=engine.env.id,
+        env_version=engine.env.version,
+        package_version=superlearner.__version__,
+        iteration=int(iteration),
+        env_steps=int(iteration) * engine.env_steps_per_iteration,
+        wall_time=float(wall_time),
+    )
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Turns SIGINT/SIGTERM into a flag the loop checks between chunks."""
+    flag = {"stop": False, "signal": None}
+
+    def handler(signum, frame):
+        if flag["stop"] and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C aborts at once
+        flag["stop"], flag["signal"] = True, signum
+
+    previous = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, handler)
+    except ValueError:  # not the main thread: no signal handling
+        pass
+    try:
+        yield flag
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _first_non_finite(metrics: dict, valid: np.ndarray, base_iteration: int) -> tuple[int, str] | None:
+    for index in np.flatnonzero(valid):
+        for name in GUARDED_METRICS:
+            if name in metrics and not np.all(np.isfinite(metrics[name][index])):
+                return base_iteration + int(index) + 1, name
+    return None
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def train(
+    config: ExperimentConfig,
+    run_dir: str | Path,
+    *,
+    show_progress: bool = True,
+    max_chunks: int | None = None,
+    on_chunk: Callable[[dict], None] | None = None,
+) -> RunResult:
+    """Starts a new run of ``config`` in ``run_dir`` (which must not hold another run)."""
+    validate_semantics(config)
+    engine = make_engine(config)  # validates the env id and options before anything is written
+    run_dir = Path(run_dir)
+    prepare_run_dir(run_dir, config)
+    return _run(engine, run_dir, resume=False, show_progress=show_progress, max_chunks=max_chunks, on_chunk=on_chunk)
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    show_progress: bool = True,
+    max_chunks: int | None = None,
+    on_chunk: Callable[[dict], None] | None = None,
+) -> RunResult:
+    """Continues the run in ``run_dir`` from its latest checkpoint to its configured end.
+
+    A run that died before its first checkpoint starts again from the beginning.
+    """
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    validate_semantics(config)
+    engine = make_engine(config)
+    return _run(engine, run_dir, resume=True, show_progress=show_progress, max_chunks=max_chunks, on_chunk=on_chunk)
+
+
+def _run(engine: Engine, run_dir: Path, *, resume: bool, show_progress: bool, max_chunks, on_chunk) -> RunResult:
+    config = engine.config
+    chunk_size = config.train.iterations_per_chunk
+    checkpointer = Checkpointer(run_dir, keep=config.train.keep_checkpoints)
+    state = engine.init(config.train.seed)
+    wall_offset = 0.0
+    if resume and checkpointer.latest_step() is not None:
+        state, metadata = checkpointer.restore(state)
+        _check_compatible(engine, metadata, run_dir)
+        wall_offset = float(metadata.get("wall_time", 0.0))
+    iteration = int(state.iteration)
+    log = MetricsLog(run_dir, config, resume_from=iteration if resume else None)
+
+    chunk_fn = jax.jit(engine.train_chunk, static_argnums=1, donate_argnums=0)
+    steps_per_iteration = engine.env_steps_per_iteration
+    total_steps = engine.num_iterations * steps_per_iteration
+    start = time.perf_counter()
+    last_metrics: dict = {}
+    stopped_by_signal = False
+    chunks_done = 0
+    last_saved = iteration if resume else -1
+
+    def wall_time() -> float:
+        return wall_offset + time.perf_counter() - start
+
+    progress = _Progress(show_progress, total_steps, iteration * steps_per_iteration, config.name)
+    try:
+        with _stop_on_signals() as stop, progress:
+            while iteration < engine.num_iterations:
+                chunk_start = time.perf_counter()
+                state, metrics = chunk_fn(state, chunk_size)
+                metrics = jax.device_get(metrics)
+                valid = np.asarray(metrics.pop("valid"))
+                metrics.pop("iteration")
+                bad = _first_non_finite(metrics, valid, iteration)
+                if bad is None and not bool(_all_finite(state.learner.params)):
+                    bad = (iteration + int(valid.sum()), "parameters")
+                if bad is not None:
+                    at, name = bad
+                    kept = f"; the last good checkpoint (iteration {last_saved}) is intact" if last_saved >= 0 else ""
+                    raise NonFiniteError(f"non-finite {name} at iteration {at}: training stopped{kept}")
+                done_now = int(valid.sum())
+                iteration += done_now
+                chunks_done += 1
+                elapsed = time.perf_counter() - chunk_start
+                last = int(np.flatnonzero(valid)[-1])
+                last_metrics = {name: np.asarray(values[last]).tolist() for name, values in metrics.items()}
+                record = log.write(
+                    iteration=iteration,
+                    env_steps=iteration * steps_per_iteration,
+                    wall_time=wall_time(),
+                    steps_per_second=done_now * steps_per_iteration * config.train.population_size / max(elapsed, 1e-9),
+                    metrics=last_metrics,
+                    hparams={k: np.asarray(v).tolist() for k, v in dataclasses.asdict(jax.device_get(state.hparams)).items()},
+                )
+                progress.update(iteration * steps_per_iteration, last_metrics)
+                if on_chunk is not None:
+                    on_chunk(record)
+                finished = iteration >= engine.num_iterations
+                due = chunks_done % config.train.checkpoint_every_chunks == 0
+                out_of_chunks = max_chunks is not None and chunks_done >= max_chunks
+                if finished or due or stop["stop"] or out_of_chunks:
+                    score = float(np.nanmean(last_metrics.get("episode_return", [np.nan])))
+                    # A host copy: the device buffers are donated to the next chunk while the
+                    # checkpoint is still being written in the background.
+                    checkpointer.save(
+                        iteration, jax.device_get(state), checkpoint_metadata(engine, iteration, wall_time()),
+                        score=score if math.isfinite(score) else None,
+                    )
+                    last_saved = iteration
+                if stop["stop"]:
+                    stopped_by_signal = True
+                    break
+                if out_of_chunks:
+                    break
+    finally:
+        checkpointer.close()
+        log.close()
+    return RunResult(
+        run_dir=run_dir,
+        iteration=iteration,
+        env_steps=iteration * steps_per_iteration,
+        completed=iteration >= engine.num_iterations,
+        stopped_by_signal=stopped_by_signal,
+        wall_time=wall_time(),
+        last_metrics=last_metrics,
+    )
+
+
+def _check_compatible(engine: Engine, metadata: dict, run_dir: Path) -> None:
+    if metadata.get("env_id") != engine.env.id or str(metadata.get("env_version")) != str(engine.env.version):
+        from superlearner.errors import CheckpointError
+
+        raise CheckpointError(
+            f"{run_dir}: checkpoint is for env {metadata.get('env_id')} v{metadata.get('env_version')}, "
+            f"this config builds {engine.env.id} v{engine.env.version}"
+        )
+
+
+class _Progress:
+    """A rich progress bar (steps, steps/s, time left, main metrics), or nothing."""
+
+    def __init__(self, enabled: bool, total: int, completed: int, name: str):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from rich.progress import (
+            BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+            TimeElapsedColumn, TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            transient=False,
+        )
+        self._task = self._progress.add_task(name, total=total, completed=completed, rate="", info="compiling...")
+        self._last = (time.perf_counter(), completed)
+
+    def __enter__(self):
+        if self.enabled:
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._progress.__exit__(*exc)
+
+    def update(self, completed: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        rate = (completed - self._last[1]) / max(now - self._last[0], 1e-9)
+        self._last = (now, completed)
+        shown = []
+        for name in ("episode_return", "loss_total", "entropy"):
+            if name in metrics:
+                shown.append(f"{name}={np.mean(metrics[name]):.3g}")
+        self._progress.update(self._task, completed=completed, rate=f"{rate:,.0f} steps/s", info=" ".join(shown))
