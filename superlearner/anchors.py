@@ -263,18 +263,20 @@ def minimax_action_values(
 ) -> Array:
     """float32[num_actions]: the depth-limited negamax value of each action from the mover's view.
 
-    The search is full-width and batched: every node expands its children with one ``vmap`` of
-    ``env.step`` (the env's real rules) and recursion is unrolled at trace time, so one call
-    is one fused program whose cost is ``width ** depth`` env steps. (Alpha-beta pruning would
+    The search is full-width and batched. The tree is expanded one ply at a time: the ``K**l``
+    nodes of ply ``l`` are a flat batch, and one ``vmap`` of ``env.step`` (the env's real
+    rules) makes their ``K**(l+1)`` children; values are then backed up ply by ply. One call is
+    one program whose cost is ``K**depth`` env steps, ``K`` the width. (Alpha-beta pruning would
     give the same values, but its data-dependent cut-offs do not batch; for the depths anchors
-    use, the full-width batch is faster on vector hardware.)
+    use, the full-width batch is faster on vector hardware. Flat plies, rather than nested
+    ``vmap``s, keep arrays two-dimensional, which compiles much faster at depth.)
 
     Values: a child that ends the game is worth its reward to the mover times
     ``WIN_SCORE + remaining depth``, so quicker wins and slower losses are preferred; a live
-    leaf at the horizon is worth ``heuristic(env, leaf, mover)``; an inner node is worth the
-    best of its children's values, negated when the player to move changes; heuristic values
-    (from the view of the leaf's player to move) are negated the same way. Illegal actions (and
-    actions cut by the width) get a large negative value, below any loss.
+    leaf at the horizon is worth the registered heuristic; an inner node is worth the best of
+    its children's values, negated when the player to move changes; heuristic values (from the
+    view of the leaf's player to move) are negated the same way. Illegal actions (and actions
+    cut by the width) get a large negative value, below any loss.
 
     ``width`` (default: the env's registered width, else all actions) narrows the search to at
     most ``width`` children per node: the legal actions first, ordered by the registered
@@ -292,47 +294,63 @@ def minimax_action_values(
     if params is None:
         params = env.default_params
 
-    def leaf_value(child: State, player: Array) -> Array:
-        value = jnp.clip(jnp.asarray(heuristic(env, child), jnp.float32), -HEURISTIC_BOUND, HEURISTIC_BOUND)
-        return jnp.where(child.current_player == player, value, -value)
-
-    def expand(node: State, remaining: int, node_key: PRNGKey) -> tuple[Array, Array]:
-        """(actions int32[K], values float32[K]): the searched children of ``node``."""
+    def searched_actions(node: State) -> Array:
+        """int32[K]: the actions searched from one node."""
         if branching >= env.num_actions:
-            actions = jnp.arange(env.num_actions, dtype=jnp.int32)
-        else:
-            priority = (
-                move_priority(env, node).astype(jnp.float32)
-                if move_priority is not None
-                else jnp.zeros((env.num_actions,), jnp.float32)
+            return jnp.arange(env.num_actions, dtype=jnp.int32)
+        priority = (
+            move_priority(env, node).astype(jnp.float32)
+            if move_priority is not None
+            else jnp.zeros((env.num_actions,), jnp.float32)
+        )
+        # Legal actions first (by priority, then index); top_k keeps the first of equals.
+        order = jnp.where(node.legal_action_mask, priority, -jnp.inf)
+        return jax.lax.top_k(order, branching)[1].astype(jnp.int32)
+
+    def expand(node: State, actions: Array, keys: PRNGKey) -> State:
+        return jax.vmap(lambda a, k: env.step(node, a, k, params))(actions, keys)
+
+    def leaf_value(leaf: State) -> Array:
+        """float32[]: the heuristic from the view of the leaf's player to move."""
+        return jnp.clip(jnp.asarray(heuristic(env, leaf), jnp.float32), -HEURISTIC_BOUND, HEURISTIC_BOUND)
+
+    # Forward: expand ply by ply, keeping only what the backup needs.
+    plies = []
+    frontier = jax.tree.map(lambda x: x[None], state)  # [1, ...]
+    ply_keys = jax.random.split(key, depth)
+    for ply in range(depth):
+        num_nodes = branching**ply
+        actions = jax.vmap(searched_actions)(frontier)  # [N, K]
+        legal = jnp.take_along_axis(frontier.legal_action_mask, actions, axis=1)
+        keys = jax.random.split(ply_keys[ply], num_nodes * branching).reshape(num_nodes, branching)
+        children = jax.vmap(expand)(frontier, actions, keys)  # [N, K, ...]
+        mover = frontier.current_player[:, None]  # [N, 1]
+        rewards = jnp.take_along_axis(children.rewards, mover[..., None], axis=2)[..., 0]
+        remaining = depth - ply
+        plies.append(
+            dict(
+                actions=actions,
+                legal=legal,
+                same_player=children.current_player == mover,
+                done=children.terminated | children.truncated,
+                decided=rewards * (WIN_SCORE + remaining),
             )
-            # Legal actions first (by priority, then index); top_k keeps the first of equals.
-            order = jnp.where(node.legal_action_mask, priority, -jnp.inf)
-            actions = jax.lax.top_k(order, branching)[1].astype(jnp.int32)
-        legal = node.legal_action_mask[actions]
-        step_key, child_key = jax.random.split(node_key)
-        step_keys = jax.random.split(step_key, branching)
-        child_keys = jax.random.split(child_key, branching)
-        mover = node.current_player
+        )
+        frontier = jax.tree.map(lambda x: x.reshape((num_nodes * branching,) + x.shape[2:]), children)
 
-        def child_value(action: Array, step_k: PRNGKey, child_k: PRNGKey) -> Array:
-            child = env.step(node, action, step_k, params)
-            done = child.terminated | child.truncated
-            decided = child.rewards[mover] * (WIN_SCORE + remaining)
-            if remaining == 1:
-                horizon = leaf_value(child, mover)
-            else:
-                _, grand = expand(child, remaining - 1, child_k)
-                best = jnp.max(grand)
-                horizon = jnp.where(child.current_player == mover, best, -best)
-            return jnp.where(done, decided, horizon)
-
-        values = jax.vmap(child_value)(actions, step_keys, child_keys)
-        return actions, jnp.where(legal, values, _EXCLUDED)
-
-    actions, values = expand(state, depth, key)
+    # Backward: the value of each node of the last ply from its own mover's view, then the value
+    # of each child from its parent's mover's view, best child per parent, up to the root.
+    node_value = jax.vmap(leaf_value)(frontier)  # [K**depth]
+    for ply in reversed(range(depth)):
+        info = plies[ply]
+        node_value = node_value.reshape(info["done"].shape)  # [N, K]
+        from_parent = jnp.where(info["same_player"], node_value, -node_value)
+        child_value = jnp.where(info["done"], info["decided"], from_parent)
+        child_value = jnp.where(info["legal"], child_value, _EXCLUDED)
+        if ply > 0:
+            node_value = jnp.max(child_value, axis=1)
     full = jnp.full((env.num_actions,), _EXCLUDED, jnp.float32)
-    return full.at[actions].set(values)
+    return full.at[plies[0]["actions"][0]].set(child_value[0])
 
 
 # ---------------------------------------------------------------------------------------------

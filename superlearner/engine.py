@@ -153,7 +153,14 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         metrics["episodes"] = stats.num_episodes.sum().astype(jnp.float32)
         return learner_state, env_state, stats, jax.random.key_data(key), metrics
 
-    population_iteration = jax.vmap(member_iteration)
+    if size == 1:
+        # A batch axis of one still turns every matmul into a batched one, which XLA's CPU
+        # backend runs markedly slower; a single member runs unbatched.
+        def population_iteration(*args):
+            outputs = member_iteration(*jax.tree.map(lambda x: x[0], args))
+            return jax.tree.map(lambda x: x[None], outputs)
+    else:
+        population_iteration = jax.vmap(member_iteration)
 
     def iteration(state: TrainState) -> tuple[TrainState, dict]:
         learner_state, env_state, stats, rng, metrics = population_iteration(

@@ -119,7 +119,9 @@ class Env(abc.ABC):
         cleared = state.replace(rewards=jnp.zeros_like(state.rewards))
         moved = self._step(cleared, rule_action, key, params)
         moved = moved.replace(step_count=state.step_count + 1)
-        lost = moved.replace(
+        # The losing state keeps the position before the illegal move: no move was made.
+        lost = cleared.replace(
+            step_count=state.step_count + 1,
             rewards=self._illegal_action_rewards(state.current_player),
             terminated=jnp.bool_(True),
         )

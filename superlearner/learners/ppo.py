@@ -234,7 +234,7 @@ def make_ppo(
         def minibatch_step(carry, minibatch):
             params, opt_state = carry
             grads, metrics = jax.grad(loss_fn, has_aux=True)(params, state.meta_params, minibatch, hparams)
-            metrics["grad_norm"] = optax.global_norm(grads)
+            metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads)))
             updates, opt_state = tx.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             return (params, opt_state), metrics
