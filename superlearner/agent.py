@@ -81,11 +81,16 @@ def load_train_state(path: str | Path) -> tuple[Engine, TrainState, dict]:
 def load_agent(path: str | Path, *, member: int | None = None, greedy: bool = True) -> Agent:
     """Loads the agent of a run directory (its best checkpoint, else the latest) or of one
     checkpoint folder. ``member`` picks a population member (default: the one with the highest
-    recent training return)."""
+    recent training return, or in self-play the best score against its league)."""
     engine, state, metadata = load_train_state(path)
     size = engine.config.train.population_size
     if member is None:
-        recent = np.asarray(state.episode_stats.last_return[..., 0]).mean(axis=-1)
+        if hasattr(state.episode_stats, "last_return"):
+            recent = np.asarray(state.episode_stats.last_return[..., 0]).mean(axis=-1)
+        else:  # self-play: the member that scores best against its league
+            from superlearner.league import league_score
+
+            recent = np.asarray(jax.vmap(league_score)(state.league))
         member = int(np.argmax(recent))
     if not 0 <= member < size:
         from superlearner.errors import UserError

@@ -263,13 +263,13 @@ def minimax_action_values(
 ) -> Array:
     """float32[num_actions]: the depth-limited negamax value of each action from the mover's view.
 
-    The search is full-width and batched. The tree is expanded one ply at a time: the ``K**l``
-    nodes of ply ``l`` are a flat batch, and one ``vmap`` of ``env.step`` (the env's real
-    rules) makes their ``K**(l+1)`` children; values are then backed up ply by ply. One call is
-    one program whose cost is ``K**depth`` env steps, ``K`` the width. (Alpha-beta pruning would
-    give the same values, but its data-dependent cut-offs do not batch; for the depths anchors
-    use, the full-width batch is faster on vector hardware. Flat plies, rather than nested
-    ``vmap``s, keep arrays two-dimensional, which compiles much faster at depth.)
+    The search is full-width and batched: every node expands its ``K`` children (``K`` the
+    width) with one ``vmap`` of ``env.step`` (the env's real rules), and the recursion is
+    unrolled at trace time, so one call is one program of ``K**depth`` env steps at the leaves.
+    (Alpha-beta pruning would give the same values, but its data-dependent cut-offs do not
+    batch; for the depths anchors use, the full-width batch is faster on vector hardware.
+    Flattening each ply into one batch instead of nesting ``vmap``s ran several times slower
+    on CPU.)
 
     Values: a child that ends the game is worth its reward to the mover times
     ``WIN_SCORE + remaining depth``, so quicker wins and slower losses are preferred; a live
@@ -307,50 +307,41 @@ def minimax_action_values(
         order = jnp.where(node.legal_action_mask, priority, -jnp.inf)
         return jax.lax.top_k(order, branching)[1].astype(jnp.int32)
 
-    def expand(node: State, actions: Array, keys: PRNGKey) -> State:
-        return jax.vmap(lambda a, k: env.step(node, a, k, params))(actions, keys)
+    def children_values(node: State, remaining: int, step_keys: tuple[PRNGKey, ...]) -> tuple[Array, Array]:
+        """(actions int32[K], values float32[K]): the searched children of ``node`` and their
+        values from the view of ``node``'s mover.
 
-    def leaf_value(leaf: State) -> Array:
-        """float32[]: the heuristic from the view of the leaf's player to move."""
-        return jnp.clip(jnp.asarray(heuristic(env, leaf), jnp.float32), -HEURISTIC_BOUND, HEURISTIC_BOUND)
+        ``step_keys[i]`` has shape ``[K] * (i + 1)``: the keys of the steps ``i`` plies below.
+        """
+        actions = searched_actions(node)
+        mover = node.current_player
 
-    # Forward: expand ply by ply, keeping only what the backup needs.
-    plies = []
-    frontier = jax.tree.map(lambda x: x[None], state)  # [1, ...]
+        def child_value(action: Array, keys: tuple[PRNGKey, ...]) -> Array:
+            child = env.step(node, action, keys[0], params)
+            done = child.terminated | child.truncated
+            decided = child.rewards[mover] * (WIN_SCORE + remaining)
+            if remaining == 1:
+                value = jnp.clip(jnp.asarray(heuristic(env, child), jnp.float32), -HEURISTIC_BOUND, HEURISTIC_BOUND)
+            else:
+                _, grandchildren = children_values(child, remaining - 1, keys[1:])
+                value = jnp.max(grandchildren)
+            # `value` is from the view of the child's player to move.
+            value = jnp.where(child.current_player == mover, value, -value)
+            return jnp.where(done, decided, value)
+
+        values = jax.vmap(child_value)(actions, step_keys)
+        return actions, jnp.where(node.legal_action_mask[actions], values, _EXCLUDED)
+
+    # The keys of the whole tree are split here, one batched split per ply, rather than inside
+    # every node.
     ply_keys = jax.random.split(key, depth)
-    for ply in range(depth):
-        num_nodes = branching**ply
-        actions = jax.vmap(searched_actions)(frontier)  # [N, K]
-        legal = jnp.take_along_axis(frontier.legal_action_mask, actions, axis=1)
-        keys = jax.random.split(ply_keys[ply], num_nodes * branching).reshape(num_nodes, branching)
-        children = jax.vmap(expand)(frontier, actions, keys)  # [N, K, ...]
-        mover = frontier.current_player[:, None]  # [N, 1]
-        rewards = jnp.take_along_axis(children.rewards, mover[..., None], axis=2)[..., 0]
-        remaining = depth - ply
-        plies.append(
-            dict(
-                actions=actions,
-                legal=legal,
-                same_player=children.current_player == mover,
-                done=children.terminated | children.truncated,
-                decided=rewards * (WIN_SCORE + remaining),
-            )
-        )
-        frontier = jax.tree.map(lambda x: x.reshape((num_nodes * branching,) + x.shape[2:]), children)
-
-    # Backward: the value of each node of the last ply from its own mover's view, then the value
-    # of each child from its parent's mover's view, best child per parent, up to the root.
-    node_value = jax.vmap(leaf_value)(frontier)  # [K**depth]
-    for ply in reversed(range(depth)):
-        info = plies[ply]
-        node_value = node_value.reshape(info["done"].shape)  # [N, K]
-        from_parent = jnp.where(info["same_player"], node_value, -node_value)
-        child_value = jnp.where(info["done"], info["decided"], from_parent)
-        child_value = jnp.where(info["legal"], child_value, _EXCLUDED)
-        if ply > 0:
-            node_value = jnp.max(child_value, axis=1)
+    step_keys = tuple(
+        jax.random.split(ply_keys[i], branching ** (i + 1)).reshape((branching,) * (i + 1))
+        for i in range(depth)
+    )
+    actions, values = children_values(state, depth, step_keys)
     full = jnp.full((env.num_actions,), _EXCLUDED, jnp.float32)
-    return full.at[plies[0]["actions"][0]].set(child_value[0])
+    return full.at[actions].set(values)
 
 
 # ---------------------------------------------------------------------------------------------

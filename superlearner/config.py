@@ -75,6 +75,31 @@ class HparamsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LeagueConfig:
+    """Self-play league (two-player zero-sum games). Weights and rates are adaptable starting values."""
+
+    capacity: int = field(16, "frozen snapshots kept (a ring: the oldest is replaced)", low=1)
+    snapshot_every: int = field(10, "iterations between snapshots (the least, with snapshot_rule=beat)", low=1)
+    snapshot_rule: Literal["every", "beat"] = field("every", "add a snapshot every snapshot_every iterations, or when the learner beats the league by beat_margin")
+    weight_self: float = field(0.5, "probability weight of playing the current self", low=0.0)
+    weight_uniform: float = field(0.2, "weight of a uniformly drawn past snapshot (fictitious self-play)", low=0.0)
+    weight_pfsp_hard: float = field(0.3, "weight of PFSP favouring snapshots we lose to", low=0.0)
+    weight_pfsp_even: float = field(0.0, "weight of PFSP favouring snapshots near an even score", low=0.0)
+    payoff_decay: float = field(0.02, "step size of the decayed-average win rates", low=0.0, high=1.0)
+    beat_margin: float = field(0.7, "league score above which a snapshot is added (snapshot_rule=beat)", low=0.0, high=1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ArenaConfig:
+    """Strength against fixed anchors, measured during training (two-player games)."""
+
+    anchors: tuple = field(("random",), "anchor specs to play, e.g. [random, minimax:2] or [perfect]")
+    every_chunks: int = field(1, "chunks between arena measurements (0 = never)", low=0)
+    games: int = field(64, "games per anchor and measurement, half in each seat", low=2)
+    opening_moves: int = field(0, "uniformly random plies at the start of each arena game (varied openings)", low=0)
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """How long to train and how the host loop checkpoints and evaluates."""
 
@@ -105,6 +130,8 @@ class ExperimentConfig:
     env: EnvConfig = field(EnvConfig, "the environment")
     learner: LearnerConfig = field(LearnerConfig, "static learner settings")
     hparams: HparamsConfig = field(HparamsConfig, "adaptable hyperparameters (starting values)")
+    league: LeagueConfig = field(LeagueConfig, "self-play league (two-player games)")
+    arena: ArenaConfig = field(ArenaConfig, "anchors measured during training (two-player games)")
     train: TrainConfig = field(TrainConfig, "run length, population, checkpoints")
     log: LogConfig = field(LogConfig, "logging")
 
@@ -252,8 +279,22 @@ def _build(cls, raw: Any, source: str, prefix: str):
     return cls(**values)
 
 
+def _as_number(value: Any) -> Any:
+    """YAML 1.1 reads ``3e-4`` (no dot) as a string; accept it as the number it means."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _check_value(source: str, key: str, value: Any, kind: Any, metadata) -> Any:
     origin = typing.get_origin(kind)
+    if kind is float:
+        value = _as_number(value)
+    elif kind is Any:
+        value = [_as_number(v) for v in value] if isinstance(value, list) else _as_number(value)
     low, high = metadata.get("low"), metadata.get("high")
     if origin is Literal:
         choices = typing.get_args(kind)
@@ -287,6 +328,8 @@ def _check_value(source: str, key: str, value: Any, kind: Any, metadata) -> Any:
             raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
         return dict(value)
     if kind is tuple:
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
         if not isinstance(value, (list, tuple)) or not all(
             isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
         ):

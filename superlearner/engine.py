@@ -97,19 +97,37 @@ def initial_hparams(config: ExperimentConfig) -> PPOHparams:
     return PPOHparams(**values)
 
 
+def initial_league_hparams(config: ExperimentConfig):
+    from superlearner.league import LeagueHparams
+
+    lc = config.league
+    size = config.train.population_size
+    values = dict(
+        weight_self=lc.weight_self, weight_uniform=lc.weight_uniform, weight_pfsp_hard=lc.weight_pfsp_hard,
+        weight_pfsp_even=lc.weight_pfsp_even, payoff_decay=lc.payoff_decay, beat_margin=lc.beat_margin,
+    )
+    return LeagueHparams(**{k: jnp.full((size,), v, jnp.float32) for k, v in values.items()})
+
+
+def is_self_play(env: Env) -> bool:
+    return env.num_players == 2 and bool(getattr(env, "zero_sum", False))
+
+
 def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
     """Builds the env, the learner and the pure init / train-chunk functions of ``config``.
 
-    Nothing is compiled here: the caller jits ``train_chunk`` (the trainer does).
+    Single-agent envs train on their own returns; two-player zero-sum games train by self-play
+    against a league. Nothing is compiled here: the caller jits ``train_chunk`` (the trainer does).
     """
     if env is None:
         env = make(config.env.id, **config.env.options)
-    if env.num_players != 1:
+    self_play = is_self_play(env)
+    if env.num_players != 1 and not self_play:
         from superlearner.errors import ConfigError
 
         raise ConfigError(
-            f"env {env.id!r} has {env.num_players} players; the single-agent PPO engine trains "
-            "one-player tasks (cartpole, maze)"
+            f"env {env.id!r} has {env.num_players} players and is not two-player zero-sum; "
+            "the engine trains one-player tasks and two-player zero-sum games"
         )
     learner = make_learner(config, env)
     lc, tc = config.learner, config.train
@@ -123,11 +141,29 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         env_params = jax.tree.map(
             lambda x: jnp.broadcast_to(x, (size, num_envs) + jnp.shape(x)), env.default_params
         )
-        env_keys = jax.random.split(env_key, size * num_envs).reshape(size, num_envs)
-        env_state = jax.vmap(jax.vmap(env.reset))(env_keys, env_params)
-        stats = jax.tree.map(
-            lambda x: jnp.broadcast_to(x, (size, num_envs) + x.shape), EpisodeStats.zeros(env.num_players)
-        )
+        env_keys = jax.random.split(env_key, size)
+        if self_play:
+            from superlearner.league import init_league
+            from superlearner.selfplay import new_matches, to_learner_decision
+
+            league = jax.vmap(lambda p, h: init_league(p, config.league.capacity, h))(
+                learner_state.params, initial_league_hparams(config)
+            )
+
+            def start(league, key, env_params, params):
+                match_key, reply_key = jax.random.split(key)
+                matches = new_matches(env, league, match_key, num_envs, env_params)
+                return to_learner_decision(env, league, matches, reply_key, learner, params)
+
+            env_state = jax.vmap(start)(league, env_keys, env_params, learner_state.params)
+            stats = _zero_selfplay_stats(size)
+        else:
+            league = {}
+            resets = jax.vmap(lambda k: jax.random.split(k, num_envs))(env_keys)
+            env_state = jax.vmap(jax.vmap(env.reset))(resets, env_params)
+            stats = jax.tree.map(
+                lambda x: jnp.broadcast_to(x, (size, num_envs) + x.shape), EpisodeStats.zeros(env.num_players)
+            )
         return TrainState(
             learner=learner_state,
             hparams=initial_hparams(config),
@@ -136,9 +172,10 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
             episode_stats=stats,
             rng=jax.random.key_data(jax.random.split(run_key, size)),
             iteration=jnp.int32(0),
+            league=league,
         )
 
-    def member_iteration(learner_state, hparams, env_state, env_params, stats, rng):
+    def single_agent_iteration(learner_state, hparams, env_state, env_params, stats, league, rng, iteration):
         key = jax.random.wrap_key_data(rng)
         key, rollout_key, update_key = jax.random.split(key, 3)
         env_state, stats, rollout = collect_single_agent(
@@ -151,23 +188,50 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         metrics["episode_return"] = jnp.where(finished, stats.last_return[:, 0], 0.0).sum() / num_finished
         metrics["episode_length"] = jnp.where(finished, stats.last_length, 0).sum() / num_finished
         metrics["episodes"] = stats.num_episodes.sum().astype(jnp.float32)
-        return learner_state, env_state, stats, jax.random.key_data(key), metrics
+        return learner_state, env_state, stats, league, jax.random.key_data(key), metrics
+
+    def self_play_iteration(learner_state, hparams, matches, env_params, stats, league, rng, iteration):
+        from superlearner.league import league_score, maybe_add_snapshot
+        from superlearner.selfplay import collect_self_play
+
+        key = jax.random.wrap_key_data(rng)
+        key, rollout_key, update_key = jax.random.split(key, 3)
+        matches, league, rollout, stats = collect_self_play(
+            env, learner, learner_state.params, league, matches, env_params, rollout_key, num_steps
+        )
+        learner_state, metrics = learner.update(learner_state, rollout, hparams, update_key)
+        league = maybe_add_snapshot(
+            league, learner_state.params, iteration + 1, config.league.snapshot_every, config.league.snapshot_rule
+        )
+        metrics["episode_return"] = 2.0 * stats.score - 1.0
+        metrics["score"] = stats.score
+        metrics["score_vs_self"] = stats.score_vs_self
+        metrics["score_vs_league"] = stats.score_vs_league
+        metrics["games"] = stats.games
+        metrics["episode_length"] = stats.length
+        metrics["league_size"] = jnp.minimum(league.num_added, league.capacity).astype(jnp.float32)
+        metrics["league_score"] = league_score(league)
+        return learner_state, matches, stats, league, jax.random.key_data(key), metrics
+
+    member_iteration = self_play_iteration if self_play else single_agent_iteration
 
     if size == 1:
         # A batch axis of one still turns every matmul into a batched one, which XLA's CPU
         # backend runs markedly slower; a single member runs unbatched.
         def population_iteration(*args):
-            outputs = member_iteration(*jax.tree.map(lambda x: x[0], args))
+            *members, iteration = args
+            outputs = member_iteration(*jax.tree.map(lambda x: x[0], members), iteration)
             return jax.tree.map(lambda x: x[None], outputs)
     else:
-        population_iteration = jax.vmap(member_iteration)
+        population_iteration = jax.vmap(member_iteration, in_axes=(0,) * 7 + (None,))
 
     def iteration(state: TrainState) -> tuple[TrainState, dict]:
-        learner_state, env_state, stats, rng, metrics = population_iteration(
-            state.learner, state.hparams, state.env_state, state.env_params, state.episode_stats, state.rng
+        learner_state, env_state, stats, league, rng, metrics = population_iteration(
+            state.learner, state.hparams, state.env_state, state.env_params, state.episode_stats,
+            state.league, state.rng, state.iteration,
         )
         new_state = state.replace(
-            learner=learner_state, env_state=env_state, episode_stats=stats, rng=rng,
+            learner=learner_state, env_state=env_state, episode_stats=stats, league=league, rng=rng,
             iteration=state.iteration + 1,
         )
         return new_state, metrics
@@ -200,3 +264,10 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         num_iterations=num_iterations,
         env_steps_per_iteration=num_envs * num_steps,
     )
+
+
+def _zero_selfplay_stats(size: int):
+    from superlearner.selfplay import SelfPlayStats
+
+    zeros = jnp.zeros((size,), jnp.float32)
+    return SelfPlayStats(games=zeros, score=zeros, score_vs_self=zeros, score_vs_league=zeros, length=zeros)

@@ -160,7 +160,8 @@ def _run(engine: Engine, run_dir: Path, *, resume: bool, show_progress: bool, ma
     config = engine.config
     chunk_size = config.train.iterations_per_chunk
     checkpointer = Checkpointer(run_dir, keep=config.train.keep_checkpoints)
-    state = engine.init(config.train.seed)
+    # Jitted, so every leaf is its own buffer (the chunk donates them all).
+    state = jax.jit(engine.init, static_argnums=0)(config.train.seed)
     wall_offset = 0.0
     if resume and checkpointer.latest_step() is not None:
         state, metadata = checkpointer.restore(state)
@@ -170,6 +171,12 @@ def _run(engine: Engine, run_dir: Path, *, resume: bool, show_progress: bool, ma
     log = MetricsLog(run_dir, config, resume_from=iteration if resume else None)
 
     chunk_fn = jax.jit(engine.train_chunk, static_argnums=1, donate_argnums=0)
+    probe = None
+    if engine.env.num_players > 1 and config.arena.every_chunks > 0 and (config.arena.anchors or engine.env.id == "kuhn_poker"):
+        from superlearner.arena import StrengthProbe
+
+        probe = StrengthProbe(engine)
+    probe_key = jax.random.key(config.train.seed + 1)
     steps_per_iteration = engine.env_steps_per_iteration
     total_steps = engine.num_iterations * steps_per_iteration
     start = time.perf_counter()
@@ -203,6 +210,10 @@ def _run(engine: Engine, run_dir: Path, *, resume: bool, show_progress: bool, ma
                 elapsed = time.perf_counter() - chunk_start
                 last = int(np.flatnonzero(valid)[-1])
                 last_metrics = {name: np.asarray(values[last]).tolist() for name, values in metrics.items()}
+                finished = iteration >= engine.num_iterations
+                if probe is not None and (chunks_done % config.arena.every_chunks == 0 or finished):
+                    # Keyed by iteration, so a resumed run measures with the same randomness.
+                    last_metrics.update(probe.measure(state, jax.random.fold_in(probe_key, iteration)))
                 record = log.write(
                     iteration=iteration,
                     env_steps=iteration * steps_per_iteration,
@@ -214,7 +225,6 @@ def _run(engine: Engine, run_dir: Path, *, resume: bool, show_progress: bool, ma
                 progress.update(iteration * steps_per_iteration, last_metrics)
                 if on_chunk is not None:
                     on_chunk(record)
-                finished = iteration >= engine.num_iterations
                 due = chunks_done % config.train.checkpoint_every_chunks == 0
                 out_of_chunks = max_chunks is not None and chunks_done >= max_chunks
                 if finished or due or stop["stop"] or out_of_chunks:
@@ -297,7 +307,7 @@ class _Progress:
         rate = (completed - self._last[1]) / max(now - self._last[0], 1e-9)
         self._last = (now, completed)
         shown = []
-        for name in ("episode_return", "loss_total", "entropy"):
+        for name in ("episode_return", "loss_total", "entropy", "vs_random", "exploitability"):
             if name in metrics:
                 shown.append(f"{name}={np.mean(metrics[name]):.3g}")
         self._progress.update(self._task, completed=completed, rate=f"{rate:,.0f} steps/s", info=" ".join(shown))

@@ -1,0 +1,488 @@
+"""Benchmarks, one family per subcommand; each run prints a table and appends it to docs/benchmarks.md.
+
+    python scripts/benchmark.py envs [--batch-sizes 1 64 1024 8192] [--envs ...] [--steps N]
+                                     [--repeats R] [--no-pgx] [--no-write] [--output PATH]
+
+Families:
+  envs   batched random-play throughput of every registered env (and of pgx's games, when pgx is
+         installed, under the identical harness).
+
+A family is one function ``bench_<name>(args) -> Report`` and one line in ``FAMILIES`` that names
+it, its help text and its own command-line arguments; the shared arguments (``--repeats``,
+``--no-write``, ``--output``) and the writing of the report are common to all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+
+import superlearner as sl
+from superlearner.testing import random_legal_action
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+DOC_HEADER = """\
+# Benchmarks
+
+Each section below was appended by `scripts/benchmark.py`, with the date, the machine, the package
+versions and the exact command that produced it; run the same command to reproduce a table (add
+`--no-write` to print it without touching this file). Figures from different machines or
+accelerators are not comparable; compare rows within one section. Each section also records the
+load average before the run: figures taken while other processes kept the CPU busy are noisy
+(repeats are interleaved across envs, so ratios within a section suffer least).
+
+* `python scripts/benchmark.py envs`: environment steps per second under batched random play
+  (uniformly random legal actions, auto-reset, one `lax.scan` of N steps under `jit`, compile
+  excluded, best of a few repeats), for every registered env and, when pgx is installed, for
+  pgx's `tic_tac_toe`, `connect_four` and `othello` under the identical harness.
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# The report every family returns.
+
+
+@dataclasses.dataclass
+class Table:
+    """One table of a report: a title, column names and rows of already formatted cells."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+
+
+@dataclasses.dataclass
+class Report:
+    """What a family measured: a heading, notes on the method, and tables."""
+
+    heading: str
+    notes: list[str]
+    tables: list[Table]
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A benchmark family: its function, help line and own ``(flags, argparse kwargs)``."""
+
+    run: Callable[[argparse.Namespace], Report]
+    help: str
+    arguments: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = ()
+
+
+def arg(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    return flags, kwargs
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# envs: batched random-play throughput.
+
+PGX_GAMES = ("tic_tac_toe", "connect_four", "othello")
+PGX_PREFIX = "pgx/"
+
+
+def default_num_steps(batch_size: int) -> int:
+    """Scan length for a batch size: about 2^16 env steps per timed call, 16..1024 iterations."""
+    return max(16, min(1024, 2**16 // batch_size))
+
+
+def make_random_play(
+    init_fn: Callable, step_fn: Callable, batch_size: int, num_steps: int
+) -> Callable[[jax.Array], Any]:
+    """A jitted ``key -> states``: reset ``batch_size`` envs, then ``num_steps`` random moves each.
+
+    ``init_fn(key) -> state`` and ``step_fn(state, action, key) -> state`` act on one unbatched
+    env and reset it themselves when an episode ends. Actions are uniform over the legal ones
+    (the same sampler for every env). The final states are returned so no part of the step can
+    be optimised away.
+    """
+
+    def run(key: jax.Array):
+        init_key, play_key = jax.random.split(key)
+        states = jax.vmap(init_fn)(jax.random.split(init_key, batch_size))
+
+        def body(states, step_key):
+            action_key, env_key = jax.random.split(step_key)
+            actions = jax.vmap(random_legal_action)(jax.random.split(action_key, batch_size), states)
+            states = jax.vmap(step_fn)(states, actions, jax.random.split(env_key, batch_size))
+            return states, None
+
+        states, _ = jax.lax.scan(body, states, jax.random.split(play_key, num_steps))
+        return states
+
+    return jax.jit(run)
+
+
+def best_times(plays: dict[str, Callable], repeats: int, seed: int = 0) -> dict[str, float]:
+    """The best of ``repeats`` timed calls of each ``play``; compiling calls are not timed.
+
+    The repeats are interleaved (every play once, then every play again), so a burst of load
+    from other processes hits all of them alike and the ratios between them stay fair.
+    """
+    keys = jax.random.split(jax.random.key(seed), repeats + 1)
+    for play in plays.values():
+        jax.block_until_ready(play(keys[0]))
+    best = {name: float("inf") for name in plays}
+    for key in keys[1:]:
+        for name, play in plays.items():
+            start = time.perf_counter()
+            jax.block_until_ready(play(key))
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def superlearner_harness(env_id: str) -> tuple[Callable, Callable]:
+    env = sl.make(env_id)
+
+    def step(state, action, key):
+        next_state, _ = sl.step_auto_reset(env, state, action, key)
+        return next_state
+
+    return env.reset, step
+
+
+def pgx_harness(game: str) -> tuple[Callable, Callable]:
+    import pgx
+    from pgx.experimental import auto_reset
+
+    env = pgx.make(game)
+    return env.init, auto_reset(env.step, env.init)
+
+
+def bench_envs(args: argparse.Namespace) -> Report:
+    """Env steps per second of random play, for each env at each batch size."""
+    targets, skipped = _env_targets(args)
+    batch_sizes = args.batch_sizes
+    num_steps = {b: args.steps or default_num_steps(b) for b in batch_sizes}
+    harnesses = {
+        name: pgx_harness(name[len(PGX_PREFIX):]) if name.startswith(PGX_PREFIX) else superlearner_harness(name)
+        for name in targets
+    }
+    results: dict[str, dict[int, float]] = {name: {} for name in targets}
+    for batch_size in batch_sizes:
+        n = num_steps[batch_size]
+        plays = {
+            name: make_random_play(init_fn, step_fn, batch_size, n)
+            for name, (init_fn, step_fn) in harnesses.items()
+        }
+        for name, seconds in best_times(plays, args.repeats).items():
+            results[name][batch_size] = batch_size * n / seconds
+            print(f"  {name:<20} B={batch_size:<6} {format_rate(results[name][batch_size]):>8} steps/s",
+                  file=sys.stderr)
+
+    columns = ["env"] + [f"B={b}" for b in batch_sizes]
+    rows = [[name] + [format_rate(results[name][b]) for b in batch_sizes] for name in results]
+    tables = [Table("Env steps per second", columns, rows)]
+    pairs = [g for g in PGX_GAMES if g in results and PGX_PREFIX + g in results]
+    if pairs:
+        ratio_rows = [
+            [g] + [f"{results[g][b] / results[PGX_PREFIX + g][b]:.2f}x" for b in batch_sizes]
+            for g in pairs
+        ]
+        tables.append(Table("superlearner / pgx, same game and harness", columns, ratio_rows))
+
+    steps_text = ", ".join(f"B={b}: {num_steps[b]}" for b in batch_sizes)
+    notes = [
+        "One env step is one move of the player to move. Actions are uniformly random legal "
+        "actions; finished episodes restart (superlearner: `step_auto_reset`; pgx: "
+        "`pgx.experimental.auto_reset`).",
+        f"Timed: one jitted `lax.scan` of N steps over a `vmap` of B envs, compile excluded, "
+        f"best of {args.repeats} repeats interleaved across envs. N per batch size: {steps_text}.",
+    ]
+    if skipped:
+        notes.append("Not measured: " + "; ".join(skipped) + ".")
+    return Report("envs: random-play throughput", notes, tables)
+
+
+def _env_targets(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The names to measure (env ids and ``pgx/<game>``) and why others were left out."""
+    pgx_available = importlib.util.find_spec("pgx") is not None
+    requested = args.envs
+    if requested is None:
+        requested = sl.list_envs()
+        if pgx_available and not args.no_pgx:
+            requested += [PGX_PREFIX + g for g in PGX_GAMES]
+    targets, skipped = [], []
+    for name in requested:
+        if name.startswith(PGX_PREFIX):
+            if not pgx_available:
+                skipped.append(f"{name} (pgx is not installed)")
+            elif name[len(PGX_PREFIX):] not in PGX_GAMES:
+                raise sl.UserError(f"envs: {name!r} is not benchmarked, accepted pgx games: {', '.join(PGX_GAMES)}")
+            else:
+                targets.append(name)
+            continue
+        try:
+            sl.make(name)
+        except ImportError as error:
+            skipped.append(f"{name} (cannot be imported: {error})")
+            continue
+        targets.append(name)
+    return targets, skipped
+
+
+def format_rate(rate: float) -> str:
+    if rate >= 1e6:
+        return f"{rate / 1e6:.2f}M"
+    if rate >= 1e3:
+        return f"{rate / 1e3:.1f}k"
+    return f"{rate:.0f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# ppo: the training engine against PureJaxRL's reference settings.
+
+# PureJaxRL's PPO on CartPole-v1 (4 envs x 128 steps, 5e5 steps, 4 epochs, 4 minibatches, 64x64
+# tanh MLP) measured on the 2-core CPU this project is developed on: seconds with and without
+# compilation. It is not rerun here (it is not our code); compare on the same machine class.
+PUREJAXRL_REFERENCE = {"with_compile": (6.4, 7.8), "without_compile": (2.8, 3.4)}
+
+
+def _timed_training(overrides: dict, chunk: int | None = None, repeats: int = 1) -> dict:
+    """Builds an engine from the cartpole_ppo preset with ``overrides`` and trains it to the end
+    twice: once including compilation, then (best of ``repeats``) with the compiled chunk."""
+    import numpy as np
+
+    from superlearner.config import apply_overrides, config_from_dict, load_config, config_to_dict
+    from superlearner.engine import make_engine
+
+    base = config_to_dict(load_config("cartpole_ppo"))
+    raw = apply_overrides(base, [f"{k}={v}" for k, v in overrides.items()])
+    config = config_from_dict(raw)
+    size = chunk or config.train.iterations_per_chunk
+    start = time.perf_counter()
+    engine = make_engine(config)
+    init = jax.jit(engine.init, static_argnums=0)
+    run = jax.jit(engine.train_chunk, static_argnums=1, donate_argnums=0)
+
+    def train_all(seed):
+        state = init(seed)
+        metrics = None
+        while int(state.iteration) < engine.num_iterations:
+            state, metrics = run(state, size)
+        jax.block_until_ready(state)
+        valid = np.asarray(metrics["valid"])
+        return float(np.asarray(metrics["episode_return"])[valid][-1].mean())
+
+    final_return = train_all(config.train.seed)
+    with_compile = time.perf_counter() - start
+    without = float("inf")
+    for repeat in range(repeats):
+        start = time.perf_counter()
+        train_all(config.train.seed + 1 + repeat)
+        without = min(without, time.perf_counter() - start)
+    steps = engine.num_iterations * engine.env_steps_per_iteration * config.train.population_size
+    return dict(steps=steps, with_compile=with_compile, without_compile=without, final_return=final_return)
+
+
+def bench_ppo(args: argparse.Namespace) -> Report:
+    tables = []
+    reference = _timed_training({}, repeats=args.repeats)
+    low, high = PUREJAXRL_REFERENCE["with_compile"]
+    low2, high2 = PUREJAXRL_REFERENCE["without_compile"]
+    rows = [
+        ["superlearner (this run)", f"{reference['with_compile']:.2f}", f"{reference['without_compile']:.2f}",
+         format_rate(reference["steps"] / reference["without_compile"]), f"{reference['final_return']:.0f}"],
+        ["PureJaxRL (reference figure)", f"{low}-{high}", f"{low2}-{high2}",
+         f"{format_rate(5e5 / high2)}-{format_rate(5e5 / low2)}", "500"],
+    ]
+    tables.append(Table("CartPole PPO, 4 envs x 128 steps, 5e5 env steps (cartpole_ppo preset)",
+                        ["system", "s with compile", "s without", "env steps/s", "final train return"], rows))
+
+    rows = []
+    for num_envs in args.num_envs:
+        result = _timed_training({"learner.num_envs": num_envs, "train.total_env_steps": max(5e5, num_envs * 128 * 40)}, repeats=1)
+        rows.append([str(num_envs), format_rate(result["steps"] / result["without_compile"]), f"{result['with_compile']:.1f}"])
+    tables.append(Table("Larger batches (128 steps per env, 4 epochs x 4 minibatches)", ["num_envs", "env steps/s", "s with compile"], rows))
+
+    result = _timed_training({"train.population_size": args.seeds}, repeats=1)
+    tables.append(Table(
+        f"{args.seeds} seeds at once (population_size={args.seeds}, one vmapped program, 5e5 steps each)",
+        ["members", "s with compile", "s without", "env steps/s (all members)"],
+        [[str(args.seeds), f"{result['with_compile']:.1f}", f"{result['without_compile']:.1f}",
+          format_rate(result["steps"] / result["without_compile"])]],
+    ))
+
+    rows = []
+    for chunk in args.chunk_sizes:
+        result = _timed_training({}, chunk=chunk, repeats=1)
+        rows.append([str(chunk), format_rate(result["steps"] / result["without_compile"]), f"{result['without_compile']:.2f}"])
+    tables.append(Table("Engine overhead: iterations per compiled chunk (977 = the whole run in one scan)",
+                        ["iterations per chunk", "env steps/s", "s without compile"], rows))
+    notes = [
+        "Times are wall-clock seconds for the whole run; 'with compile' starts before the engine is built.",
+        "The PureJaxRL row is the reference figure measured on this machine class (2-core CPU), not rerun here.",
+    ]
+    return Report("ppo: training engine throughput (CartPole)", notes, tables)
+
+
+# ---------------------------------------------------------------------------------------------
+# The families. Adding one: write bench_<name>(args) -> Report above and add its line here.
+
+FAMILIES: dict[str, Family] = {
+    "envs": Family(
+        bench_envs,
+        "batched random-play env steps per second",
+        (
+            arg("--batch-sizes", type=positive_int, nargs="+", default=[1, 64, 1024, 8192], metavar="B",
+                help="numbers of envs stepped in parallel (default: 1 64 1024 8192)"),
+            arg("--envs", nargs="+", default=None, metavar="ID",
+                help="env ids and pgx/<game> names (default: every registered env and, when pgx "
+                     "is installed, pgx/tic_tac_toe pgx/connect_four pgx/othello)"),
+            arg("--steps", type=positive_int, default=None, metavar="N",
+                help="scan length of one timed call (default: about 2^16 / B, within 16..1024)"),
+            arg("--no-pgx", action="store_true", help="leave pgx's games out of the default list"),
+        ),
+    ),
+    "ppo": Family(
+        bench_ppo,
+        "PPO training speed on CartPole against PureJaxRL's reference settings",
+        (
+            arg("--num-envs", type=positive_int, nargs="+", default=[64, 1024], metavar="N",
+                help="larger batch sizes to report (default: 64 1024)"),
+            arg("--seeds", type=positive_int, default=16, help="seeds trained at once (default 16)"),
+            arg("--chunk-sizes", type=positive_int, nargs="+", default=[1, 10, 61, 977], metavar="K",
+                help="iterations per compiled chunk to compare (default: 1 10 61 977)"),
+        ),
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The shell: arguments, machine description, printing and writing.
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python scripts/benchmark.py",
+        description="Benchmarks; each prints a table and appends it to docs/benchmarks.md.",
+    )
+    subparsers = parser.add_subparsers(dest="family", required=True, metavar="FAMILY")
+    for name, family in FAMILIES.items():
+        sub = subparsers.add_parser(name, help=family.help, description=family.help)
+        for flags, kwargs in family.arguments:
+            sub.add_argument(*flags, **kwargs)
+        sub.add_argument("--repeats", type=positive_int, default=3, help="timed repeats; the best counts (default 3)")
+        sub.add_argument("--no-write", action="store_true", help="print only; do not append to the output file")
+        sub.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                         help="markdown file the section is appended to (default docs/benchmarks.md)")
+    return parser
+
+
+def machine_description(load_before: str) -> dict[str, str]:
+    """CPU model and core count, the accelerators JAX sees, and the package versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    devices = jax.devices()
+    kinds = sorted({d.device_kind for d in devices})
+    accelerator = f"{len(devices)} x {', '.join(kinds)} ({devices[0].platform})"
+    versions = []
+    for package in ("superlearner", "jax", "jaxlib", "flax", "pgx"):
+        try:
+            versions.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{package} not installed")
+    return {
+        "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "accelerator": accelerator,
+        "python": platform.python_version(),
+        "load": load_before,
+        "versions": ", ".join(versions),
+    }
+
+
+def to_markdown(report: Report, machine: dict[str, str], command: str, when: datetime.datetime) -> str:
+    lines = [
+        f"## {report.heading} ({when:%Y-%m-%d %H:%M} UTC)",
+        "",
+        f"- Command: `{command}`",
+        f"- CPU: {machine['cpu']} (load average before the run: {machine['load']})",
+        f"- Accelerator: {machine['accelerator']}",
+        f"- Versions: Python {machine['python']}, {machine['versions']}",
+        "",
+    ]
+    for note in report.notes:
+        lines += [note, ""]
+    for table in report.tables:
+        lines += [f"**{table.title}**", ""]
+        lines.append("| " + " | ".join(table.columns) + " |")
+        lines.append("|" + "|".join(["---"] + ["---:"] * (len(table.columns) - 1)) + "|")
+        lines += ["| " + " | ".join(row) + " |" for row in table.rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def print_report(report: Report, machine: dict[str, str]) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table as RichTable
+    except ImportError:
+        print(to_markdown(report, machine, "", datetime.datetime.now(datetime.timezone.utc)))
+        return
+    console = Console()
+    console.print(f"[bold]{report.heading}[/bold]  {machine['cpu']}; {machine['accelerator']}")
+    for table in report.tables:
+        rich_table = RichTable(title=table.title)
+        for i, column in enumerate(table.columns):
+            rich_table.add_column(column, justify="left" if i == 0 else "right")
+        for row in table.rows:
+            rich_table.add_row(*row)
+        console.print(rich_table)
+    for note in report.notes:
+        console.print(note, style="dim")
+
+
+def append_section(path: Path, section: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text() if path.exists() else DOC_HEADER
+    path.write_text(text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    # Other processes on the machine slow a run down; the 1-minute load says how busy it was.
+    load_before = f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "unknown"
+    try:
+        report = FAMILIES[args.family].run(args)
+    except sl.UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    machine = machine_description(load_before)
+    print_report(report, machine)
+    if not args.no_write:
+        command = "python scripts/benchmark.py " + shlex.join(argv)
+        when = datetime.datetime.now(datetime.timezone.utc)
+        append_section(args.output, to_markdown(report, machine, command, when))
+        print(f"appended to {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""The arena: batched games between two players of a two-player game, on device.
+
+A *player* here is a batched policy ``act(key, states) -> actions[B]`` over a batch of
+unbatched-shaped states (leading axis B). `from_anchor` lifts an anchor (one state at a time)
+and `from_agent` a trained agent into that form. `play_games` seats player A in both seats for
+equal numbers of games, optionally opens each game with random plies so games vary, and counts
+A's wins, draws and losses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from superlearner.env import Env, State
+
+BatchedPlayer = Callable[[jax.Array, State], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class MatchResult:
+    """Player A's results over ``games`` games (half in each seat)."""
+
+    wins: int
+    draws: int
+    losses: int
+    wins_first: int
+    wins_second: int
+
+    @property
+    def games(self) -> int:
+        return self.wins + self.draws + self.losses
+
+    @property
+    def score(self) -> float:
+        return (self.wins + 0.5 * self.draws) / max(self.games, 1)
+
+
+def from_anchor(anchor: Callable[[jax.Array, State], jax.Array]) -> BatchedPlayer:
+    """An anchor (``act(key, state)`` for one state) as a batched player."""
+
+    def act(key, states):
+        num = states.current_player.shape[0]
+        return jax.vmap(anchor)(jax.random.split(key, num), states)
+
+    return act
+
+
+def from_policy(policy_fn, params, greedy: bool = True) -> BatchedPlayer:
+    """A network policy ``policy_fn(params, observation, mask) -> (logits, value)`` as a player."""
+
+    def act(key, states):
+        logits, _ = policy_fn(params, states.observation, states.legal_action_mask)
+        if greedy:
+            return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return jax.random.categorical(key, logits).astype(jnp.int32)
+
+    return act
+
+
+def random_player(key, states) -> jax.Array:
+    logits = jnp.where(states.legal_action_mask, 0.0, -jnp.inf)
+    return jax.random.categorical(key, logits).astype(jnp.int32)
+
+
+def make_match_fn(env: Env, player_a: BatchedPlayer, player_b: BatchedPlayer, num_games: int, opening_moves: int = 0, max_moves: int = 1000):
+    """A pure function ``key -> (returns_a[G], seat_a[G])`` playing ``num_games`` games.
+
+    Player A sits first in the first half of the games and second in the other half. The first
+    ``opening_moves`` plies of every game are uniformly random legal moves. Jit it at the call site.
+    """
+    seat_a = (jnp.arange(num_games) >= num_games // 2).astype(jnp.int32)
+
+    def play(key):
+        reset_key, loop_key = jax.random.split(key)
+        states = jax.vmap(env.reset)(jax.random.split(reset_key, num_games))
+
+        def cond(carry):
+            states, _, _, moves = carry
+            return (moves < max_moves) & ~jnp.all(states.terminated | states.truncated)
+
+        def body(carry):
+            states, returns, key, moves = carry
+            key, key_a, key_b, key_open, key_step = jax.random.split(key, 5)
+            action_a = player_a(key_a, states)
+            action_b = player_b(key_b, states)
+            action = jnp.where(states.current_player == seat_a, action_a, action_b)
+            action = jnp.where(moves < opening_moves, random_player(key_open, states), action)
+            states = jax.vmap(env.step)(states, action, jax.random.split(key_step, num_games))
+            reward_a = jnp.take_along_axis(states.rewards, seat_a[:, None], axis=1)[:, 0]
+            return states, returns + reward_a, key, moves + 1
+
+        init = (states, jnp.zeros((num_games,), jnp.float32), loop_key, jnp.int32(0))
+        _, returns, _, _ = jax.lax.while_loop(cond, body, init)
+        return returns, seat_a
+
+    return play
+
+
+def summarize_returns(returns, seat_a) -> MatchResult:
+    returns, seat_a = np.asarray(returns), np.asarray(seat_a)
+    win, loss = returns > 0, returns < 0
+    return MatchResult(
+        wins=int(win.sum()),
+        draws=int((~win & ~loss).sum()),
+        losses=int(loss.sum()),
+        wins_first=int((win & (seat_a == 0)).sum()),
+        wins_second=int((win & (seat_a == 1)).sum()),
+    )
+
+
+def play_games(env: Env, player_a: BatchedPlayer, player_b: BatchedPlayer, key, num_games: int, opening_moves: int = 0) -> MatchResult:
+    """Plays and summarises ``num_games`` games of A against B (compiled once per call)."""
+    play = jax.jit(make_match_fn(env, player_a, player_b, num_games, opening_moves))
+    return summarize_returns(*play(key))
+
+
+# ----------------------------------------------------------------------------------------------
+# Kuhn poker: a network's policy as an exact table, and the league's average policy.
+
+
+def kuhn_observations(env: Env) -> np.ndarray:
+    """float32[12, 9]: the observation of the acting player in each information state."""
+    from superlearner.envs import kuhn_poker as kuhn
+
+    observations = []
+    for index in range(kuhn.NUM_INFO_STATES):
+        card = int(kuhn.INFO_STATE_CARD[index])
+        history = kuhn.INFO_STATE_HISTORY[index]
+        player = int(kuhn.INFO_STATE_PLAYER[index])
+        other = (card + 1) % kuhn.NUM_CARDS
+        cards = (card, other) if player == 0 else (other, card)
+        state = env.reset_to_deal(jnp.asarray(cards, jnp.int32))
+        for move in history:
+            state = env.step(state, jnp.int32(kuhn.PASS if move == "p" else kuhn.BET), jax.random.key(0))
+        observations.append(np.asarray(env.observe(state, jnp.int32(player))))
+    return np.stack(observations)
+
+
+def kuhn_policy_table(probabilities: np.ndarray) -> np.ndarray:
+    """float[2, 12, 2] (player, info state, action) from per-info-state probabilities [12, 2].
+
+    Each info state belongs to one player; the other player's rows are filled uniformly (they
+    are never read by the exploitability computation for that player).
+    """
+    from superlearner.envs import kuhn_poker as kuhn
+
+    table = np.full((2, kuhn.NUM_INFO_STATES, 2), 0.5)
+    for index in range(kuhn.NUM_INFO_STATES):
+        table[int(kuhn.INFO_STATE_PLAYER[index]), index] = probabilities[index]
+    return table
+
+
+def kuhn_average_policy(probabilities: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The average strategy of several policies (float[K, 12, 2]), weighted by each policy's own
+    reach probability of every information state: what fictitious play converges with.
+
+    Player 0 reaches ``pb`` with the probability of having passed at the root with the same card;
+    every other information state is reached with probability one by its own player.
+    """
+    from superlearner.envs import kuhn_poker as kuhn
+
+    probabilities = np.asarray(probabilities, np.float64)
+    weights = np.ones(probabilities.shape[0]) if weights is None else np.asarray(weights, np.float64)
+    reach = np.ones(probabilities.shape[:2])
+    for index in range(kuhn.NUM_INFO_STATES):
+        if kuhn.INFO_STATE_HISTORY[index] == "pb":
+            root = index - kuhn.INFO_STATE_HISTORIES.index("pb")  # same card, empty history
+            reach[:, index] = probabilities[:, root, kuhn.PASS]
+    w = weights[:, None] * reach
+    average = (w[..., None] * probabilities).sum(0) / np.maximum(w.sum(0), 1e-12)[..., None]
+    return np.where(w.sum(0)[..., None] > 0, average, 0.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Strength against fixed anchors during training.
+
+
+class StrengthProbe:
+    """Measures each population member against the configured anchors (compiled once).
+
+    ``measure(state)`` returns ``{"vs_<spec>": [score per member], ...}``; for kuhn_poker also
+    the exact exploitability of each member's policy and of its league's average policy.
+    """
+
+    def __init__(self, engine):
+        from superlearner.anchors import make_anchor
+
+        self.engine = engine
+        env, arena = engine.env, engine.config.arena
+        games = arena.games + arena.games % 2
+        self._matches = {}
+        for spec in arena.anchors:
+            anchor = from_anchor(make_anchor(env, spec))
+
+            def match(params, key, anchor=anchor):
+                player = from_policy(engine.learner.policy, params, greedy=True)
+                return make_match_fn(env, player, anchor, games, arena.opening_moves)(key)
+
+            self._matches[spec] = jax.jit(match)
+        self._kuhn = None
+        if env.id == "kuhn_poker":
+            observations = jnp.asarray(kuhn_observations(env))
+
+            def probabilities(params):
+                logits, _ = engine.learner.policy(params, observations, jnp.ones((observations.shape[0], 2), bool))
+                return jax.nn.softmax(logits, axis=-1)
+
+            self._kuhn = jax.jit(jax.vmap(probabilities))
+
+    def measure(self, state, key) -> dict:
+        from superlearner.anchors import kuhn_exploitability
+
+        size = self.engine.config.train.population_size
+        out: dict[str, list] = {}
+        for spec, match in self._matches.items():
+            scores = []
+            for member in range(size):
+                params = jax.tree.map(lambda x: x[member], state.learner.params)
+                key, match_key = jax.random.split(key)
+                scores.append(summarize_returns(*match(params, match_key)).score)
+            out[f"vs_{spec}"] = scores
+        if self._kuhn is not None:
+            current = np.asarray(self._kuhn(state.learner.params))  # [P, 12, 2]
+            out["exploitability"] = [float(kuhn_exploitability(kuhn_policy_table(p))) for p in current]
+            league_values = []
+            for member in range(size):
+                league = jax.tree.map(lambda x: x[member], state.league)
+                snapshots = np.asarray(self._kuhn(league.params))
+                filled = np.asarray(league.filled)
+                stack = np.concatenate([snapshots[filled], current[member][None]])
+                average = kuhn_average_policy(stack)
+                league_values.append(float(kuhn_exploitability(kuhn_policy_table(average))))
+            out["exploitability_league"] = league_values
+        return out

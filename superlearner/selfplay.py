@@ -1,0 +1,222 @@
+"""Self-play experience for turn-based two-player zero-sum games.
+
+Each of the N games seats the learner at random as player 0 or 1 and draws its opponent from the
+league (the current self, or a frozen snapshot). One rollout step is one *learner decision*: the
+learner moves, then the opponent replies until it is the learner's turn again (starting a new
+game, with a new seat and opponent, whenever one ends). From the learner's side this is a
+single-agent task, so GAE and PPO apply unchanged:
+
+* the reward of a step is the learner's own reward summed over its move and the replies;
+* a step is final when the game ended after the learner's move or after the replies;
+* the next value is the learner's value at its next decision in the same game, from its own
+  point of view (observations are always the mover's view, so no sign flip is needed).
+
+A game's opening reply (when the learner sits second) belongs to no learner transition.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from superlearner.env import Env, State, tree_select
+from superlearner.learners.ppo import PPO, Rollout
+from superlearner.league import SELF, LeagueState, record_results, sample_opponents
+
+
+@struct.dataclass
+class Match:
+    """A game with the learner's seat and opponent. Leading axis N when batched.
+
+    Attributes:
+      game: the env State.
+      seat: int32, the learner's player index.
+      opponent: int32, the league slot of the opponent, or `SELF`.
+      learner_return: float32, the learner's reward so far in this game.
+      length: int32, moves so far (both players).
+    """
+
+    game: State
+    seat: jax.Array
+    opponent: jax.Array
+    learner_return: jax.Array
+    length: jax.Array
+
+
+@struct.dataclass
+class SelfPlayStats:
+    """Results of games finished in the last rollout (per member)."""
+
+    games: jax.Array  # float32[], games finished
+    score: jax.Array  # float32[], mean learner score over them (1 win, 1/2 draw, 0 loss)
+    score_vs_self: jax.Array  # float32[], mean score in games against the current self
+    score_vs_league: jax.Array  # float32[], mean score against snapshots
+    length: jax.Array  # float32[], mean game length in moves
+
+
+def outcome_score(learner_return: jax.Array) -> jax.Array:
+    """1 for a win, 1/2 for a draw, 0 for a loss (by the sign of the learner's return)."""
+    return 0.5 * (jnp.sign(learner_return) + 1.0)
+
+
+def new_matches(env: Env, league: LeagueState, key: jax.Array, num: int, env_params) -> Match:
+    """``num`` fresh games with random seats and opponents drawn from the league."""
+    seat_key, opponent_key, reset_key = jax.random.split(key, 3)
+    games = jax.vmap(env.reset)(jax.random.split(reset_key, num), env_params)
+    return Match(
+        game=games,
+        seat=jax.random.randint(seat_key, (num,), 0, env.num_players, dtype=jnp.int32),
+        opponent=sample_opponents(league, opponent_key, num),
+        learner_return=jnp.zeros((num,), jnp.float32),
+        length=jnp.zeros((num,), jnp.int32),
+    )
+
+
+def collect_self_play(
+    env: Env,
+    learner: PPO,
+    params,
+    league: LeagueState,
+    matches: Match,
+    env_params,
+    key: jax.Array,
+    num_steps: int,
+):
+    """Runs ``num_steps`` learner decisions in each of the N games of ``matches``.
+
+    ``matches`` must be at a learner decision (the engine keeps it so between rollouts).
+
+    Returns:
+      ``(matches, league, rollout, stats)``: the games to continue from, the league with the
+      finished games' results folded in, a `Rollout` with leading axes ``[T, N]``, and
+      `SelfPlayStats`.
+    """
+    num = matches.seat.shape[0]
+    # The opponents' parameters: the league's snapshots plus, in the last slot, the learner.
+    bank = jax.tree.map(lambda snaps, p: jnp.concatenate([snaps, p[None]], axis=0), league.params, params)
+    capacity = league.capacity
+    vstep = jax.vmap(env.step)
+
+    def policy_of(index, observation, mask):
+        member = jax.tree.map(lambda x: x[index], bank)
+        return learner.policy(member, observation, mask)[0]
+
+    def opponent_actions(matches: Match, key):
+        index = jnp.where(matches.opponent == SELF, capacity, matches.opponent)
+        logits = jax.vmap(policy_of)(index, matches.game.observation, matches.game.legal_action_mask)
+        return jax.random.categorical(key, logits).astype(jnp.int32)
+
+    def advance(matches: Match, actions, movers, key):
+        """Applies ``actions`` in the games where ``movers``; returns rewards for the learner."""
+        stepped = vstep(matches.game, actions, jax.random.split(key, num))
+        game = jax.tree.map(lambda a, b: jnp.where(_bcast(movers, a), a, b), stepped, matches.game)
+        reward = jnp.where(movers, jnp.take_along_axis(stepped.rewards, matches.seat[:, None], 1)[:, 0], 0.0)
+        return matches.replace(
+            game=game,
+            learner_return=matches.learner_return + reward,
+            length=matches.length + movers.astype(jnp.int32),
+        ), reward
+
+    def finish_and_restart(matches: Match, league: LeagueState, key, results):
+        """Records ended games and replaces them by fresh ones."""
+        ended = matches.game.terminated | matches.game.truncated
+        league = record_results(league, matches.opponent, outcome_score(matches.learner_return), ended)
+        results = _add_results(results, matches, ended)
+        fresh = new_matches(env, league, key, num, env_params)
+        matches = jax.tree.map(lambda a, b: jnp.where(_bcast(ended, a), a, b), fresh, matches)
+        return matches, league, results
+
+    def body(carry, step_key):
+        matches, league, results = carry
+        act_key, move_key, *reply_keys = jax.random.split(step_key, 8)
+        game = matches.game
+        action, log_prob, value = learner.act(params, game.observation, game.legal_action_mask, act_key)
+        matches, reward = advance(matches, action, jnp.ones((num,), bool), move_key)
+        done = matches.game.terminated | matches.game.truncated
+        matches, league, results = finish_and_restart(matches, league, reply_keys[0], results)
+        # Up to two replies: one in the same game, and one opening a new game where the learner
+        # sits second (after a game that ended on the first reply).
+        for reply in range(2):
+            k_act, k_step, k_new = jax.random.split(reply_keys[1 + reply], 3)
+            live = ~(matches.game.terminated | matches.game.truncated)
+            movers = live & (matches.game.current_player != matches.seat)
+            same_game = movers & ~done
+            matches, opp_reward = advance(matches, opponent_actions(matches, k_act), movers, k_step)
+            reward = reward + jnp.where(same_game, opp_reward, 0.0)
+            done = done | (same_game & (matches.game.terminated | matches.game.truncated))
+            matches, league, results = finish_and_restart(matches, league, k_new, results)
+        out = dict(
+            observation=game.observation,
+            legal_action_mask=game.legal_action_mask,
+            action=action,
+            log_prob=log_prob,
+            value=value,
+            reward=reward,
+            done=done,
+        )
+        return (matches, league, results), out
+
+    results = dict(
+        games=jnp.float32(0), score=jnp.float32(0), self_games=jnp.float32(0), self_score=jnp.float32(0),
+        length=jnp.float32(0),
+    )
+    (matches, league, results), out = jax.lax.scan(body, (matches, league, results), jax.random.split(key, num_steps))
+    last_value = learner.value(params, matches.game.observation)
+    next_value = jnp.concatenate([out["value"][1:], last_value[None]], axis=0)
+    done = out["done"]
+    rollout = Rollout(
+        observation=out["observation"],
+        legal_action_mask=out["legal_action_mask"],
+        action=out["action"],
+        log_prob=out["log_prob"],
+        value=out["value"],
+        reward=out["reward"],
+        v_tp1=jnp.where(done, 0.0, next_value),
+        continue_=(~done).astype(jnp.float32),
+        valid=jnp.ones_like(out["reward"]),
+    )
+    games = jnp.maximum(results["games"], 1.0)
+    league_games = results["games"] - results["self_games"]
+    stats = SelfPlayStats(
+        games=results["games"],
+        score=results["score"] / games,
+        score_vs_self=results["self_score"] / jnp.maximum(results["self_games"], 1.0),
+        score_vs_league=(results["score"] - results["self_score"]) / jnp.maximum(league_games, 1.0),
+        length=results["length"] / games,
+    )
+    return matches, league, rollout, stats
+
+
+def _add_results(results: dict, matches: Match, ended: jax.Array) -> dict:
+    ended_f = ended.astype(jnp.float32)
+    score = outcome_score(matches.learner_return) * ended_f
+    vs_self = ended_f * (matches.opponent == SELF)
+    return dict(
+        games=results["games"] + ended_f.sum(),
+        score=results["score"] + score.sum(),
+        self_games=results["self_games"] + vs_self.sum(),
+        self_score=results["self_score"] + (score * vs_self).sum(),
+        length=results["length"] + (matches.length * ended_f).sum(),
+    )
+
+
+def _bcast(mask: jax.Array, like: jax.Array) -> jax.Array:
+    return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
+
+
+def to_learner_decision(env: Env, league: LeagueState, matches: Match, key: jax.Array, learner: PPO, params) -> Match:
+    """Plays the opponent's opening move in games where the learner sits second, so every game
+    starts at a learner decision (used once, after the first reset)."""
+    num = matches.seat.shape[0]
+    bank = jax.tree.map(lambda snaps, p: jnp.concatenate([snaps, p[None]], axis=0), league.params, params)
+    index = jnp.where(matches.opponent == SELF, league.capacity, matches.opponent)
+    logits = jax.vmap(lambda i, o, m: learner.policy(jax.tree.map(lambda x: x[i], bank), o, m)[0])(
+        index, matches.game.observation, matches.game.legal_action_mask
+    )
+    act_key, step_key = jax.random.split(key)
+    actions = jax.random.categorical(act_key, logits).astype(jnp.int32)
+    movers = matches.game.current_player != matches.seat
+    stepped = jax.vmap(env.step)(matches.game, actions, jax.random.split(step_key, num))
+    game = jax.tree.map(lambda a, b: jnp.where(_bcast(movers, a), a, b), stepped, matches.game)
+    return matches.replace(game=game, length=matches.length + movers.astype(jnp.int32))
