@@ -100,6 +100,22 @@ class ArenaConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MetaConfig:
+    """The meta-learner that adapts each member's hyperparameters while the population trains."""
+
+    kind: Literal["none", "pbt"] = field("none", "meta-controller: none, or population based training")
+    adapt: tuple = field(("learning_rate",), "hyperparameters the controller may change")
+    init_low: dict = field(dict, "per hyperparameter, the low end of a log-uniform start (e.g. learning_rate: 1.0e-5)")
+    init_high: dict = field(dict, "per hyperparameter, the high end of a log-uniform start (e.g. learning_rate: 0.1)")
+    interval: int = field(10, "iterations between PBT generations", low=1)
+    ready_iterations: int = field(10, "iterations a member trains after being replaced before it may be again", low=0)
+    truncation_fraction: float = field(0.25, "bottom fraction replaced by copies of the top fraction", low=0.01, high=0.5)
+    perturb_factor: float = field(1.25, "explore multiplies (or divides) a copied value by this", low=1.0, high=10.0)
+    resample_probability: float = field(0.0, "probability that explore resamples a value instead", low=0.0, high=1.0)
+    progress_window: int = field(5, "iterations of recent return averaged into the fitness", low=1)
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """How long to train and how the host loop checkpoints and evaluates."""
 
@@ -132,6 +148,7 @@ class ExperimentConfig:
     hparams: HparamsConfig = field(HparamsConfig, "adaptable hyperparameters (starting values)")
     league: LeagueConfig = field(LeagueConfig, "self-play league (two-player games)")
     arena: ArenaConfig = field(ArenaConfig, "anchors measured during training (two-player games)")
+    meta: MetaConfig = field(MetaConfig, "meta-learner (hyperparameter adaptation)")
     train: TrainConfig = field(TrainConfig, "run length, population, checkpoints")
     log: LogConfig = field(LogConfig, "logging")
 
@@ -363,6 +380,20 @@ def validate_semantics(config: ExperimentConfig, source: str = "config") -> None
             f"num_envs * num_steps = {batch}"
         )
     size = config.train.population_size
+    meta = config.meta
+    if meta.kind != "none" or meta.init_low or meta.init_high:
+        from superlearner.meta import PPO_HPARAM_SPECS
+
+        known = [spec.name for spec in PPO_HPARAM_SPECS]
+        for name in list(meta.adapt) + list(meta.init_low) + list(meta.init_high):
+            if name not in known:
+                close = difflib.get_close_matches(str(name), known, n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise ConfigError(f"{source}: meta: unknown hyperparameter {name!r}{hint} Adaptable: {', '.join(known)}")
+        if set(meta.init_low) != set(meta.init_high):
+            raise ConfigError(f"{source}: meta.init_low and meta.init_high must name the same hyperparameters")
+        if meta.kind != "none" and size < 2:
+            raise ConfigError(f"{source}: meta.kind={meta.kind} needs train.population_size >= 2, got {size}")
     for f in dataclasses.fields(config.hparams):
         value = getattr(config.hparams, f.name)
         if isinstance(value, tuple) and len(value) != size:

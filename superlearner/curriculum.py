@@ -693,8 +693,11 @@ def make_level_sampler(
             new_rate = jnp.where(jnp.isnan(success_rate), kept_rate, success_rate)
             old_best = jnp.where(has_duplicate, buffer.max_returns, -jnp.inf)
             return buffer.replace(
+                # One slot's update, not a select over the whole buffer: C can be thousands.
                 levels=jax.tree.map(
-                    lambda stored, new: jnp.where(_expand(at, new), new[None], stored), buffer.levels, level
+                    lambda stored, new: stored.at[target].set(jnp.where(write, new, stored[target])),
+                    buffer.levels,
+                    level,
                 ),
                 scores=jnp.where(at, score, buffer.scores),
                 last_sampled=jnp.where(at, step, buffer.last_sampled),
@@ -917,7 +920,7 @@ class LearningProgressTeacher(NamedTuple):
       init: ``init() -> TeacherState``.
       probabilities: ``probabilities(state, hparams) -> float32[K]``.
       sample: ``sample(key, state, hparams, num) -> int32[num]`` bins.
-      update: ``update(state, bins[num], outcomes[num], hparams) -> TeacherState``.
+      update: ``update(state, bins[num], outcomes[num], hparams, mask=None) -> TeacherState``.
     """
 
     num_bins: int
@@ -959,15 +962,24 @@ def make_lp_teacher(num_bins: int) -> LearningProgressTeacher:
         logits = jnp.log(probabilities(state, hparams))
         return jax.random.categorical(key, logits, shape=(num,)).astype(jnp.int32)
 
-    def update(state: TeacherState, bins: Array, outcomes: Array, hparams: CurriculumHparams) -> TeacherState:
+    def update(
+        state: TeacherState,
+        bins: Array,
+        outcomes: Array,
+        hparams: CurriculumHparams,
+        mask: Array | None = None,
+    ) -> TeacherState:
         """Folds a batch of outcomes (float[num] for bins int32[num]) into the averages.
 
         A bin seen n times in the batch with mean outcome m takes n moving-average steps
         towards m (`ema_update`), so the rates are per outcome whatever the batch size. A bin's
-        first outcomes set both averages, so a new bin starts with zero progress.
+        first outcomes set both averages, so a new bin starts with zero progress. ``mask``
+        (bool[num]) leaves out entries without an outcome (e.g. no finished episode).
         """
         outcomes = jnp.asarray(outcomes, jnp.float32)
-        totals = jnp.zeros((num_bins,), jnp.float32).at[bins].add(outcomes, mode="drop")
+        use = jnp.ones(outcomes.shape, jnp.bool_) if mask is None else jnp.asarray(mask, jnp.bool_)
+        bins = jnp.where(use, bins, num_bins)  # out of range: dropped
+        totals = jnp.zeros((num_bins,), jnp.float32).at[bins].add(jnp.where(use, outcomes, 0.0), mode="drop")
         counts = jnp.zeros((num_bins,), jnp.int32).at[bins].add(1, mode="drop")
         seen = counts > 0
         mean = totals / jnp.maximum(counts, 1)

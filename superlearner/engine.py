@@ -164,9 +164,16 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
             stats = jax.tree.map(
                 lambda x: jnp.broadcast_to(x, (size, num_envs) + x.shape), EpisodeStats.zeros(env.num_players)
             )
+        hparams = initial_hparams(config)
+        meta = {}
+        if config.meta.init_low:
+            hparams = spread_hparams(config, hparams, jax.random.fold_in(key, 2))
+        if config.meta.kind != "none":
+            meta = init_meta(config, jax.random.fold_in(key, 1))
         return TrainState(
             learner=learner_state,
-            hparams=initial_hparams(config),
+            hparams=hparams,
+            meta=meta,
             env_state=env_state,
             env_params=env_params,
             episode_stats=stats,
@@ -225,6 +232,8 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
     else:
         population_iteration = jax.vmap(member_iteration, in_axes=(0,) * 7 + (None,))
 
+    controller = make_meta_controller(config)
+
     def iteration(state: TrainState) -> tuple[TrainState, dict]:
         learner_state, env_state, stats, league, rng, metrics = population_iteration(
             state.learner, state.hparams, state.env_state, state.env_params, state.episode_stats,
@@ -234,6 +243,9 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
             learner=learner_state, env_state=env_state, episode_stats=stats, league=league, rng=rng,
             iteration=state.iteration + 1,
         )
+        if controller is not None:
+            new_state, meta_metrics = meta_step(controller, new_state, metrics["episode_return"])
+            metrics.update(meta_metrics)
         return new_state, metrics
 
     metric_shapes = jax.eval_shape(lambda s: iteration(s)[1], jax.eval_shape(init, 0))
@@ -264,6 +276,76 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         num_iterations=num_iterations,
         env_steps_per_iteration=num_envs * num_steps,
     )
+
+
+def make_meta_controller(config: ExperimentConfig):
+    """The configured meta-controller, or None."""
+    if config.meta.kind == "none":
+        return None
+    from superlearner.meta import make_pbt
+
+    m = config.meta
+    return make_pbt(
+        _meta_specs(config), truncation_fraction=m.truncation_fraction, ready_iterations=m.ready_iterations,
+        interval=m.interval, perturb_factor=m.perturb_factor, resample_probability=m.resample_probability,
+    )
+
+
+def _meta_specs(config: ExperimentConfig):
+    from superlearner.meta import select_specs
+
+    names = list(dict.fromkeys(list(config.meta.adapt) + list(config.meta.init_low)))
+    bounds = {name: (config.meta.init_low[name], config.meta.init_high[name]) for name in config.meta.init_low}
+    specs = select_specs(names, **{k: v for k, v in bounds.items()})
+    return specs
+
+
+def spread_hparams(config: ExperimentConfig, hparams: PPOHparams, key: jax.Array) -> PPOHparams:
+    """Hyperparameters named in ``meta.init_low`` drawn per member in their ranges (uniform in
+    the spec's unconstrained space: log-uniform for rates). The same draw with or without a
+    controller, so a population with and one without adaptation start alike."""
+    from superlearner.meta import sample_hparams, select_specs
+
+    names = list(config.meta.init_low)
+    specs = select_specs(names, **{n: (config.meta.init_low[n], config.meta.init_high[n]) for n in names})
+    return sample_hparams(key, specs, config.train.population_size, hparams)
+
+
+def init_meta(config: ExperimentConfig, key: jax.Array) -> dict:
+    """The meta-controller's state, kept in ``TrainState.meta``."""
+    from superlearner.meta import init_return_history
+
+    ctrl_key, run_key = jax.random.split(key)
+    controller = make_meta_controller(config)
+    return {
+        "controller": controller.init(config.train.population_size, ctrl_key),
+        "returns": init_return_history(config.train.population_size, config.meta.progress_window),
+        "rng": jax.random.key_data(run_key),
+    }
+
+
+def meta_step(controller, state: TrainState, episode_return: jax.Array):
+    """One meta-controller call across the population (outside the per-member vmap)."""
+    from superlearner.meta import PopulationState, gather_members, push_returns, recent_mean
+
+    meta = state.meta
+    key, step_key = jax.random.split(jax.random.wrap_key_data(meta["rng"]))
+    returns = push_returns(meta["returns"], episode_return)
+    population = PopulationState(learner=state.learner, hparams=state.hparams, rng=state.rng)
+    ctrl, population, events = controller.update(meta["controller"], population, recent_mean(returns), step_key)
+    returns = gather_members(returns, events.parent)
+    # A copied member continues its parent's games, league and statistics too: they are part of
+    # what made the parent better, and the copy's own would no longer match its parameters.
+    env_state = gather_members(state.env_state, events.parent)
+    league = gather_members(state.league, events.parent)
+    stats = gather_members(state.episode_stats, events.parent)
+    state = state.replace(
+        learner=population.learner, hparams=population.hparams, rng=population.rng,
+        env_state=env_state, league=league, episode_stats=stats,
+        meta={"controller": ctrl, "returns": returns, "rng": jax.random.key_data(key)},
+    )
+    metrics = {"meta_parent": events.parent.astype(jnp.float32), "meta_exploited": events.did_exploit.astype(jnp.float32)}
+    return state, metrics
 
 
 def _zero_selfplay_stats(size: int):
