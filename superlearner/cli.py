@@ -39,6 +39,26 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="evaluation seed")
     evaluate.add_argument("--sample", action="store_true", help="sample actions instead of acting greedily")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    evaluate.add_argument("--opponent", help="two-player games: random, minimax:DEPTH, perfect, best-response (kuhn_poker) or checkpoint:PATH")
+    evaluate.add_argument("--games", type=int, default=200, help="two-player games: games to play, half in each seat (default 200)")
+    evaluate.add_argument("--opening-moves", type=int, default=None, help="two-player games: random plies at the start of each game (default: the env's)")
+    evaluate.add_argument("--levels", help="levelled envs: 'named' (the held-out levels) or 'sampled:N' (N sampled solvable levels, with CVaR)")
+    evaluate.add_argument("--svg", help="two-player games: write an SVG of one evaluation game to this path")
+
+    ratings = sub.add_parser("ratings", help="rate a run's checkpoints and the anchors (Bradley-Terry / Elo)")
+    ratings.add_argument("run_dir")
+    ratings.add_argument("--games", type=int, default=100, help="games per pair (default 100)")
+    ratings.add_argument("--anchors", nargs="*", default=None, help="anchor specs (default: the run's arena anchors)")
+    ratings.add_argument("--max-checkpoints", type=int, default=8, help="most checkpoints rated, evenly spaced (default 8)")
+    ratings.add_argument("--json", action="store_true", help="print the table as JSON")
+
+    play = sub.add_parser("play", help="play a trained agent in the terminal")
+    play.add_argument("path", help="run directory or checkpoint folder")
+    seat = play.add_mutually_exclusive_group()
+    seat.add_argument("--first", action="store_true", help="you move first")
+    seat.add_argument("--second", action="store_true", help="you move second")
+    play.add_argument("--record", help="save the game's record (JSON) to this path")
+    play.add_argument("--seed", type=int, default=0)
 
     plot = sub.add_parser("plot", help="write PNG learning curves into the run directory")
     plot.add_argument("run_dir")
@@ -127,6 +147,10 @@ def _eval_line(result) -> str:
 
 
 def _cmd_eval(args) -> int:
+    if args.opponent is not None or args.levels is not None or args.svg is not None:
+        from superlearner import games_cli
+
+        return games_cli.cmd_eval(args)
     result = _evaluate(args.path, args.episodes, args.seed, greedy=not args.sample)
     if args.json:
         out = result.to_dict()
@@ -170,7 +194,21 @@ def _cmd_presets(args) -> int:
     return 0
 
 
+def _cmd_ratings(args) -> int:
+    from superlearner import games_cli
+
+    return games_cli.cmd_ratings(args)
+
+
+def _cmd_play(args) -> int:
+    from superlearner import games_cli
+
+    return games_cli.cmd_play(args)
+
+
 _COMMANDS = {
+    "ratings": _cmd_ratings,
+    "play": _cmd_play,
     "train": _cmd_train,
     "resume": _cmd_resume,
     "eval": _cmd_eval,

@@ -100,6 +100,23 @@ class ArenaConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CurriculumConfig:
+    """Autonomous curriculum over the env's levels (envs with a level space, e.g. maze)."""
+
+    kind: Literal["none", "dr", "plr", "accel", "sfl"] = field("none", "none (the env's default level), dr, plr (robust), accel or sfl")
+    capacity: int = field(4000, "levels the replay buffer holds", low=1)
+    prioritization: Literal["rank", "proportional"] = field("rank", "how scores become replay probabilities")
+    score: Literal["pvl", "maxmc"] = field("pvl", "PLR/ACCEL level score: positive value loss or MaxMC (SFL uses learnability)")
+    num_edits: int = field(5, "ACCEL: edits per mutation", low=1)
+    min_fill_ratio: float = field(0.5, "replay only once the buffer is this full", low=0.0, high=1.0)
+    require_solvable: bool = field(True, "only solvable levels enter the buffer (and mutants are redrawn)")
+    replay_prob: float = field(0.8, "probability of a replay step (adaptable)", low=0.0, high=1.0)
+    temperature: float = field(0.3, "prioritisation temperature (adaptable)", low=1e-3, high=100.0)
+    staleness_coef: float = field(0.3, "mix of staleness into replay probabilities (adaptable)", low=0.0, high=1.0)
+    fresh_ratio: float = field(0.5, "SFL: share of fresh levels in each batch (adaptable)", low=0.0, high=1.0)
+
+
+@dataclasses.dataclass(frozen=True)
 class MetaConfig:
     """The meta-learner that adapts each member's hyperparameters while the population trains."""
 
@@ -148,6 +165,7 @@ class ExperimentConfig:
     hparams: HparamsConfig = field(HparamsConfig, "adaptable hyperparameters (starting values)")
     league: LeagueConfig = field(LeagueConfig, "self-play league (two-player games)")
     arena: ArenaConfig = field(ArenaConfig, "anchors measured during training (two-player games)")
+    curriculum: CurriculumConfig = field(CurriculumConfig, "autonomous curriculum over levels")
     meta: MetaConfig = field(MetaConfig, "meta-learner (hyperparameter adaptation)")
     train: TrainConfig = field(TrainConfig, "run length, population, checkpoints")
     log: LogConfig = field(LogConfig, "logging")

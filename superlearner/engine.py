@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from superlearner.config import ExperimentConfig
-from superlearner.env import Env
+from superlearner.env import Env, tree_select
 from superlearner.learners.ppo import PPO, LearnerState, PPOHparams, make_ppo
 from superlearner.registry import make
 from superlearner.rollout import collect_single_agent
@@ -130,6 +130,7 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
             "the engine trains one-player tasks and two-player zero-sum games"
         )
     learner = make_learner(config, env)
+    sampler = make_sampler(config, env)
     lc, tc = config.learner, config.train
     num_envs, num_steps, size = lc.num_envs, lc.num_steps, tc.population_size
     num_iterations = config.iterations
@@ -164,6 +165,13 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
             stats = jax.tree.map(
                 lambda x: jnp.broadcast_to(x, (size, num_envs) + x.shape), EpisodeStats.zeros(env.num_players)
             )
+        curriculum = {}
+        if sampler is not None:
+            example = jax.tree.map(lambda x: x[0, 0], env_params)
+            curriculum = {
+                "buffer": jax.vmap(lambda _: sampler.init(example))(jnp.arange(size)),
+                "hparams": initial_curriculum_hparams(config),
+            }
         hparams = initial_hparams(config)
         meta = {}
         if config.meta.init_low:
@@ -180,24 +188,38 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
             rng=jax.random.key_data(jax.random.split(run_key, size)),
             iteration=jnp.int32(0),
             league=league,
+            curriculum=curriculum,
         )
 
-    def single_agent_iteration(learner_state, hparams, env_state, env_params, stats, league, rng, iteration):
+    def single_agent_iteration(learner_state, hparams, env_state, env_params, stats, league, curriculum, rng, iteration):
         key = jax.random.wrap_key_data(rng)
-        key, rollout_key, update_key = jax.random.split(key, 3)
+        key, rollout_key, update_key, level_key, reset_key = jax.random.split(key, 5)
+        if sampler is not None:
+            # The curriculum picks this iteration's levels; every env restarts on its level and
+            # stays on it (episodes that end mid-rollout restart on the same level).
+            buffer, batch = sampler.next_levels(curriculum["buffer"], level_key, curriculum["hparams"])
+            env_params = batch.levels
+            env_state = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs), env_params)
         env_state, stats, rollout = collect_single_agent(
             env, learner, learner_state.params, env_state, stats, env_params, rollout_key,
             num_steps, lc.bootstrap_truncation,
         )
-        learner_state, metrics = learner.update(learner_state, rollout, hparams, update_key)
+        new_learner_state, metrics = learner.update(learner_state, rollout, hparams, update_key)
+        if sampler is not None:
+            learner_state = tree_select(batch.train, new_learner_state, learner_state)
+            buffer, curriculum_metrics = score_levels(sampler, buffer, batch, rollout, hparams, config.curriculum.score)
+            curriculum = dict(curriculum, buffer=buffer)
+            metrics.update(curriculum_metrics)
+        else:
+            learner_state = new_learner_state
         finished = stats.num_episodes > 0
         num_finished = jnp.maximum(finished.sum(), 1)
         metrics["episode_return"] = jnp.where(finished, stats.last_return[:, 0], 0.0).sum() / num_finished
         metrics["episode_length"] = jnp.where(finished, stats.last_length, 0).sum() / num_finished
         metrics["episodes"] = stats.num_episodes.sum().astype(jnp.float32)
-        return learner_state, env_state, stats, league, jax.random.key_data(key), metrics
+        return learner_state, env_state, env_params, stats, league, curriculum, jax.random.key_data(key), metrics
 
-    def self_play_iteration(learner_state, hparams, matches, env_params, stats, league, rng, iteration):
+    def self_play_iteration(learner_state, hparams, matches, env_params, stats, league, curriculum, rng, iteration):
         from superlearner.league import league_score, maybe_add_snapshot
         from superlearner.selfplay import collect_self_play
 
@@ -218,7 +240,7 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         metrics["episode_length"] = stats.length
         metrics["league_size"] = jnp.minimum(league.num_added, league.capacity).astype(jnp.float32)
         metrics["league_score"] = league_score(league)
-        return learner_state, matches, stats, league, jax.random.key_data(key), metrics
+        return learner_state, matches, env_params, stats, league, curriculum, jax.random.key_data(key), metrics
 
     member_iteration = self_play_iteration if self_play else single_agent_iteration
 
@@ -230,18 +252,18 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
             outputs = member_iteration(*jax.tree.map(lambda x: x[0], members), iteration)
             return jax.tree.map(lambda x: x[None], outputs)
     else:
-        population_iteration = jax.vmap(member_iteration, in_axes=(0,) * 7 + (None,))
+        population_iteration = jax.vmap(member_iteration, in_axes=(0,) * 8 + (None,))
 
     controller = make_meta_controller(config)
 
     def iteration(state: TrainState) -> tuple[TrainState, dict]:
-        learner_state, env_state, stats, league, rng, metrics = population_iteration(
+        learner_state, env_state, env_params, stats, league, curriculum, rng, metrics = population_iteration(
             state.learner, state.hparams, state.env_state, state.env_params, state.episode_stats,
-            state.league, state.rng, state.iteration,
+            state.league, state.curriculum, state.rng, state.iteration,
         )
         new_state = state.replace(
-            learner=learner_state, env_state=env_state, episode_stats=stats, league=league, rng=rng,
-            iteration=state.iteration + 1,
+            learner=learner_state, env_state=env_state, env_params=env_params, episode_stats=stats,
+            league=league, curriculum=curriculum, rng=rng, iteration=state.iteration + 1,
         )
         if controller is not None:
             new_state, meta_metrics = meta_step(controller, new_state, metrics["episode_return"])
@@ -276,6 +298,72 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         num_iterations=num_iterations,
         env_steps_per_iteration=num_envs * num_steps,
     )
+
+
+def make_sampler(config: ExperimentConfig, env: Env):
+    """The configured level sampler, or None."""
+    cc = config.curriculum
+    if cc.kind == "none":
+        return None
+    from superlearner.curriculum import make_level_sampler
+    from superlearner.errors import ConfigError
+
+    space = getattr(env, "level_space", None)
+    if space is None:
+        raise ConfigError(f"curriculum.kind={cc.kind}: env {env.id!r} has no level space (accepted: none)")
+    if env.num_players != 1:
+        raise ConfigError(f"curriculum.kind={cc.kind}: curricula train single-agent envs; {env.id!r} has {env.num_players} players")
+    valid_fn = None
+    if cc.require_solvable and hasattr(space, "is_valid"):
+        valid_fn = lambda level: space.is_valid(level, require_solvable=True)  # noqa: E731
+    return make_level_sampler(
+        cc.kind, space, cc.capacity, config.learner.num_envs, prioritization=cc.prioritization,
+        num_edits=cc.num_edits, min_fill_ratio=cc.min_fill_ratio, valid_fn=valid_fn,
+    )
+
+
+def initial_curriculum_hparams(config: ExperimentConfig):
+    from superlearner.curriculum import CurriculumHparams
+
+    cc = config.curriculum
+    values = dict(replay_prob=cc.replay_prob, temperature=cc.temperature, staleness_coef=cc.staleness_coef, fresh_ratio=cc.fresh_ratio)
+    one = CurriculumHparams.from_values(**values)
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (config.train.population_size,) + x.shape), one)
+
+
+def score_levels(sampler, buffer, batch, rollout, hparams: PPOHparams, score_kind: str):
+    """Scores each env's level from its rollout and folds the scores into the buffer."""
+    from superlearner.curriculum import (
+        combined_max_returns, episode_success_rate, learnability, max_episode_return, max_mc,
+        positive_value_loss,
+    )
+    from superlearner.returns import generalized_advantage_estimation
+
+    advantage = jax.vmap(generalized_advantage_estimation, in_axes=(1, 1, 1, None, 1, None), out_axes=1)(
+        rollout.reward, rollout.value, rollout.v_tp1, jnp.full(rollout.reward.shape[:1], hparams.gamma),
+        rollout.continue_, hparams.gae_lambda,
+    )
+    done = 1.0 - rollout.continue_
+    success = (rollout.reward > 0) & (done > 0)
+    rate, _ = jax.vmap(episode_success_rate, in_axes=1)(success, done)
+    best = combined_max_returns(buffer, batch.indices, jax.vmap(max_episode_return, in_axes=1)(rollout.reward, done))
+    if sampler.kind == "sfl":
+        scores = learnability(rate)
+    elif score_kind == "maxmc":
+        scores = jax.vmap(max_mc, in_axes=(1, 1, 0))(rollout.value, done, best)
+    else:
+        scores = jax.vmap(positive_value_loss, in_axes=1)(advantage, done)
+    buffer = sampler.update(buffer, batch, scores, max_returns=best, success_rates=rate)
+    finite = jnp.isfinite(scores)
+    metrics = {
+        "curriculum_mode": batch.mode.astype(jnp.float32),
+        "curriculum_train": batch.train.astype(jnp.float32),
+        "curriculum_buffer_size": buffer.size.astype(jnp.float32),
+        "curriculum_score": jnp.where(finite, scores, 0.0).sum() / jnp.maximum(finite.sum(), 1),
+        "curriculum_solve_rate": jnp.nanmean(jnp.where(jnp.isfinite(rate), rate, jnp.nan)),
+    }
+    return buffer, metrics
+
 
 
 def make_meta_controller(config: ExperimentConfig):

@@ -1,0 +1,327 @@
+"""The command-line arena: eval against opponents and on levels, ratings, play, game SVGs."""
+
+import builtins
+import dataclasses
+import json
+import xml.etree.ElementTree as ET
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import superlearner as sl
+from superlearner import games_cli
+from superlearner.cli import main
+from superlearner.config import config_from_dict
+from superlearner.errors import UserError
+from superlearner.trainer import train
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A tiny tic_tac_toe self-play run with checkpoints at iterations 2, 4 and 6."""
+    raw = {
+        "name": "ttt_tiny",
+        "env": {"id": "tic_tac_toe"},
+        "learner": {"num_envs": 8, "num_steps": 8, "num_epochs": 1, "num_minibatches": 1, "hidden_sizes": [16]},
+        "league": {"capacity": 4, "snapshot_every": 2},
+        "arena": {"every_chunks": 0, "anchors": ["random", "perfect"]},
+        "train": {
+            "total_env_steps": 8 * 8 * 6, "iterations_per_chunk": 2, "checkpoint_every_chunks": 1,
+            "keep_checkpoints": 5, "eval_episodes": 0,
+        },
+        "log": {"tensorboard": False},
+    }
+    path = tmp_path_factory.mktemp("games") / "run"
+    result = train(config_from_dict(raw), path, show_progress=False)
+    assert result.completed
+    return path
+
+
+def _json_out(capsys):
+    return json.loads(capsys.readouterr().out)
+
+
+# ---------------------------------------------------------------------------------------------
+# eval --opponent
+
+
+def test_eval_against_random_uses_both_seats_and_reports_a_consistent_record(run_dir, capsys):
+    assert main(["eval", str(run_dir), "--opponent", "random", "--games", "31", "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert "rounded up to 32" in captured.err
+    assert report["games"] == 32 == report["wins"] + report["draws"] + report["losses"]
+    first, second = report["seats"]["first"], report["seats"]["second"]
+    assert first["games"] == second["games"] == 16
+    for key in ("wins", "draws", "losses"):
+        assert first[key] + second[key] == report[key]
+    assert report["score_low"] <= report["score"] <= report["score_high"]
+    assert report["score"] == pytest.approx((report["wins"] + 0.5 * report["draws"]) / 32)
+    # Tic-tac-toe pays +-1, so the mean return is (W - L) / N.
+    assert report["mean_return"] == pytest.approx((report["wins"] - report["losses"]) / 32)
+    assert report["env"] == "tic_tac_toe" and report["opponent"] == "random"
+
+
+def test_the_perfect_player_is_never_beaten(run_dir, capsys):
+    assert main(["eval", str(run_dir), "--opponent", "perfect", "--games", "20", "--opening-moves", "0", "--json"]) == 0
+    report = _json_out(capsys)
+    assert report["wins"] == 0 and report["score"] <= 0.5
+    assert report["games"] == 20
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--opponent", "minimax:0"], "depth and width must be >= 1"),
+        (["--opponent", "nonsense"], "accepted: random, minimax:DEPTH, minimax:DEPTH:WIDTH, perfect; or checkpoint:PATH"),
+        (["--opponent", "best-response"], "kuhn_poker only"),
+        (["--opponent", "checkpoint:/does/not/exist"], "no such run directory"),
+        (["--opponent", "random", "--games", "1"], "--games 1: must be at least 2"),
+        (["--levels", "named"], "--levels is for single-agent envs"),
+        (["--levels", "sampled:x"], "expected 'named'"),
+    ],
+)
+def test_bad_requests_are_one_line_errors(run_dir, capsys, extra, message):
+    assert main(["eval", str(run_dir), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_eval_requests_are_checked_against_the_env():
+    cartpole, maze, ttt = sl.make("cartpole"), sl.make("maze"), sl.make("tic_tac_toe")
+    with pytest.raises(UserError, match="single-agent env; --opponent is for two-player"):
+        games_cli.check_eval_request(cartpole, "random", None)
+    with pytest.raises(UserError, match="single-agent env without levels"):
+        games_cli.check_eval_request(cartpole, None, "named")
+    with pytest.raises(UserError, match="2-player game"):
+        games_cli.check_eval_request(ttt, None, "sampled:10")
+    with pytest.raises(UserError, match="N >= 1"):
+        games_cli.check_eval_request(maze, None, "sampled:0")
+    games_cli.check_eval_request(maze, None, "named")
+    games_cli.check_eval_request(maze, None, "sampled:5")
+    assert games_cli.parse_levels_spec(" sampled:12 ") == ("sampled", 12)
+
+
+def test_svg_of_an_evaluation_game_is_an_animation_ending_on_the_final_position(run_dir, tmp_path, capsys):
+    path = tmp_path / "game.svg"
+    assert main(["eval", str(run_dir), "--opponent", "perfect", "--games", "2", "--svg", str(path), "--json"]) == 0
+    report = _json_out(capsys)
+    moves = report["svg"]["moves"]
+    root = ET.fromstring(path.read_text())
+    frames = root.findall(f"{SVG}g")
+    assert len(frames) == len(moves) + 1  # the start and one per move
+    assert all(g.find(f"{SVG}animate") is not None for g in frames)
+    # Without SMIL only the final position shows.
+    assert [g.get("visibility") for g in frames] == ["hidden"] * len(moves) + ["visible"]
+    text = " ".join(t.text or "" for t in root.iter(f"{SVG}text"))
+    assert " ".join(moves) in text
+    # The perfect player never loses; the agent sat first.
+    assert report["svg"]["rewards"][0] <= 0
+
+
+def test_animated_svg_switches_frames_in_turn():
+    frames = [games_cli._text_frame(f"frame {i}") for i in range(3)]
+    svg = games_cli.animated_svg(frames, ["a", "b", "c"], "moves: 1 2")
+    root = ET.fromstring(svg)
+    animations = [g.find(f"{SVG}animate") for g in root.findall(f"{SVG}g")]
+    values = [a.get("values") for a in animations]
+    assert values == ["visible;hidden", "hidden;visible;hidden", "hidden;visible"]
+    for animation in animations:
+        times = [float(t) for t in animation.get("keyTimes").split(";")]
+        assert times[0] == 0 and times == sorted(times) and times[-1] <= 1
+        assert len(times) == len(animation.get("values").split(";"))
+    # Frame i is switched on when frame i - 1 is switched off.
+    ends = [float(a.get("keyTimes").split(";")[-1]) for a in animations[:-1]]
+    starts = [float(a.get("keyTimes").split(";")[1]) for a in animations[1:]]
+    assert ends == pytest.approx(starts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kuhn poker best response.
+
+
+def _table_policy(env):
+    """A policy whose params are logits per information state [12, 2]."""
+    from superlearner.arena import kuhn_observations
+
+    observations = jnp.asarray(kuhn_observations(env))
+
+    def policy(params, observation, mask):
+        index = jnp.argmax(jnp.all(observation[..., None, :] == observations, axis=-1), axis=-1)
+        return jnp.where(mask, params[index], -jnp.inf), jnp.zeros(index.shape)
+
+    return policy
+
+
+@dataclasses.dataclass
+class _League:
+    params: jax.Array
+    filled: jax.Array
+
+
+def test_kuhn_best_response_report_has_the_known_values():
+    from superlearner.anchors import kuhn_equilibrium_policy
+    from superlearner.envs import kuhn_poker as kp
+
+    env = sl.make("kuhn_poker")
+    policy = _table_policy(env)
+    uniform = jnp.zeros((kp.NUM_INFO_STATES, 2))
+    report = games_cli.kuhn_best_response_report(env, policy, uniform)
+    assert report["exploitability"] == pytest.approx(0.458333, abs=1e-5)
+    assert "exploitability_league" not in report
+
+    table = kuhn_equilibrium_policy()  # [player, info state, action]
+    acting = np.stack([table[kp.INFO_STATE_PLAYER[i], i] for i in range(kp.NUM_INFO_STATES)])
+    equilibrium = jnp.log(jnp.maximum(jnp.asarray(acting, jnp.float32), 1e-12))
+    # A league of uniform snapshots (one unfilled) around the equilibrium policy.
+    league = _League(params=jnp.stack([uniform, uniform, equilibrium]), filled=jnp.array([True, False, True]))
+    report = games_cli.kuhn_best_response_report(env, policy, equilibrium, league)
+    assert report["exploitability"] == pytest.approx(0.0, abs=1e-5)
+    assert report["league_policies"] == 3  # two filled snapshots and the current policy
+    assert 0.0 < report["exploitability_league"] < 0.458333
+    # The greedy policy of an equilibrium that mixes is exploitable.
+    assert report["exploitability_greedy"] > 0.05
+
+
+# ---------------------------------------------------------------------------------------------
+# Levels.
+
+
+def _random_act(observation, mask, key):
+    return jax.random.categorical(key, jnp.where(mask, 0.0, -jnp.inf)).astype(jnp.int32)
+
+
+def _wall_follower(observation, mask, key):
+    """Deterministic: step forward unless the cell ahead is a wall, else turn right."""
+    del mask, key
+    size = observation.shape[1]
+    ahead_is_wall = observation[:, size - 2, size // 2, 0] > 0
+    return jnp.where(ahead_is_wall, 1, 2).astype(jnp.int32)
+
+
+def test_named_levels_give_a_solve_rate_per_level_and_their_mean():
+    env = sl.make("maze")
+    levels = env.named_levels()
+    out = games_cli.evaluate_named_levels(env, _random_act, jax.random.key(0), levels, episodes=3)
+    assert list(out["levels"]) == list(levels)
+    rates = np.array([row["solve_rate"] for row in out["levels"].values()])
+    assert np.all((rates >= 0) & (rates <= 1)) and np.all(np.isclose(rates * 3, np.round(rates * 3)))
+    assert out["mean_solve_rate"] == pytest.approx(rates.mean())
+    for row in out["levels"].values():
+        assert (row["mean_return"] > 0) == (row["solve_rate"] > 0)
+
+
+def test_sampled_levels_cvar_is_measured_on_the_worst_levels():
+    env = sl.make("maze")
+    levels = games_cli.sample_levels(env, jax.random.key(1), 30)
+    assert bool(jnp.all(jax.vmap(env.is_solvable)(levels)))
+    out = games_cli.evaluate_sampled_levels(env, _wall_follower, jax.random.key(2), levels)
+    assert out["num_levels"] == 30
+    cvar1, cvar10 = out["cvar"]["1%"], out["cvar"]["10%"]
+    assert (cvar1["num_levels"], cvar10["num_levels"]) == (1, 3)
+    # A deterministic policy on deterministic levels: both measurements agree, so the worst
+    # levels' mean is at most the worst 10%'s, at most the mean.
+    assert cvar1["return"] <= cvar10["return"] + 1e-9 <= out["mean_return"] + 2e-9
+    assert 0 <= out["mean_solve_rate"] <= 1 and 0 <= cvar10["solve_rate"] <= 1
+    assert 0 < out["mean_solve_rate"] < 1, "the wall follower solves some sampled mazes, not all"
+
+
+def test_select_checkpoints_spreads_evenly_and_keeps_the_latest():
+    steps = [2, 4, 6, 8, 10, 12, 14]
+    assert games_cli.select_checkpoints(steps, 3) == [2, 8, 14]
+    assert games_cli.select_checkpoints(steps, 1) == [14]
+    assert games_cli.select_checkpoints(steps[:2], 8) == [2, 4]
+
+
+# ---------------------------------------------------------------------------------------------
+# ratings
+
+
+def test_ratings_table_fixes_random_at_zero_and_ranks_perfect_above_it(run_dir, capsys):
+    args = ["ratings", str(run_dir), "--games", "20", "--anchors", "perfect", "--max-checkpoints", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "random = 0" in out and "perfect" in out and "iter_6" in out
+    data = json.loads((run_dir / "ratings.json").read_text())
+    rows = {row["name"]: row for row in data["players"]}
+    assert set(rows) == {"iter_2", "iter_6", "random", "perfect"}  # random always joins; the latest is kept
+    assert rows["random"]["rating"] == 0.0
+    assert rows["perfect"]["rating"] > rows["random"]["rating"]
+    assert rows["perfect"]["low"] > 0, "perfect play beats random play clearly"
+    assert {rows["iter_2"]["iteration"], rows["iter_6"]["iteration"]} == {2, 6}
+    ratings = [row["rating"] for row in data["players"]]
+    assert ratings == sorted(ratings, reverse=True)
+    # Every pair played, each with the configured number of games.
+    assert len(data["results"]) == 6
+    assert all(r["wins"] + r["draws"] + r["losses"] == 20 for r in data["results"])
+
+
+# ---------------------------------------------------------------------------------------------
+# play
+
+
+def _scripted_input(monkeypatch, script):
+    """input() answering from ``script``, then trying the cells 0..8 in turn, forever."""
+    answers = iter(list(script) + [str(c) for c in range(9)] * 20)
+    prompts = []
+
+    def fake_input(prompt=""):
+        prompts.append(prompt)
+        return next(answers)
+
+    monkeypatch.setattr(builtins, "input", fake_input)
+    return prompts
+
+
+def test_play_asks_again_after_bad_moves_and_records_the_game(run_dir, tmp_path, monkeypatch, capsys):
+    prompts = _scripted_input(monkeypatch, ["foo", "4", "4"])
+    record_path = tmp_path / "game.json"
+    assert main(["play", str(run_dir), "--record", str(record_path)]) == 0
+    out = capsys.readouterr().out
+    assert "'foo' is not a move" in out
+    assert "4 is not a legal move now" in out  # the person's own mark on the centre
+    assert out.strip().splitlines()[-1].startswith("result: ")
+    assert " 3 | 4 | 5" in out  # the empty board was drawn
+    record = json.loads(record_path.read_text())
+    assert record["env"] == "tic_tac_toe" and record["seats"] == {"person": 0, "agent": 1}
+    moves, movers = record["moves"], record["movers"]
+    assert moves[0] == "4" and len(set(moves)) == len(moves) and 5 <= len(moves) <= 9
+    assert movers == ["person", "agent"] * (len(moves) // 2) + ["person"] * (len(moves) % 2)
+    assert len(prompts) > movers.count("person")
+    outcome = record["result"]["outcome"]
+    assert outcome in ("win", "loss", "draw")
+    assert {"win": "you win", "loss": "you lose", "draw": "draw"}[outcome] in out.strip().splitlines()[-1]
+
+
+def test_play_ends_cleanly_when_input_ends(run_dir, tmp_path, monkeypatch, capsys):
+    def closed(prompt=""):
+        raise EOFError
+
+    monkeypatch.setattr(builtins, "input", closed)
+    record_path = tmp_path / "game.json"
+    assert main(["play", str(run_dir), "--second", "--record", str(record_path)]) == 0
+    out = capsys.readouterr().out
+    assert "abandoned" in out.strip().splitlines()[-1]
+    record = json.loads(record_path.read_text())
+    assert record["result"]["outcome"] == "abandoned"
+    assert record["movers"] == ["agent"]  # the agent opened; the person never answered
+
+
+def test_kuhn_play_shows_only_the_persons_card_until_the_end():
+    env = sl.make("kuhn_poker")
+    for seed in range(3):
+        lines = []
+        game = games_cli.play_game(
+            env, lambda key, state: 1, person=1, key=jax.random.key(seed),
+            read=lambda prompt: "fold", write=lines.append,
+        )
+        # The agent bets, the person folds: no showdown, so no card but the person's is shown.
+        assert game["moves"] == ["b", "p"] and game["movers"] == ["agent", "person"]
+        assert game["outcome"] == "loss" and game["rewards"] == [1.0, -1.0]
+        text = "\n".join(lines)
+        shown = {card for card in ("J", "Q", "K") if card in text}
+        assert len(shown) == 1 and "holding" in text
