@@ -39,7 +39,7 @@ anchors) is passed at call time so one compiled program serves every player of t
 
 CVAR_FRACTIONS = (0.01, 0.1)
 # Past this many moves an SVG shows every k-th position (and always the last), to stay small.
-MAX_SVG_FRAMES = 300
+MAX_SVG_FRAMES = 120
 SECONDS_PER_FRAME = 0.8
 
 
@@ -143,7 +143,7 @@ class Opponent:
     name: str
     kind: KindFn
     params: Any = None
-    iteration: int | None = None
+    deterministic: bool = False
 
 
 def make_opponent(env, spec: str, greedy: bool) -> Opponent:
@@ -168,7 +168,7 @@ def make_opponent(env, spec: str, greedy: bool) -> Opponent:
         if (other.env.num_actions, tuple(other.env.observation_shape)) != (env.num_actions, tuple(env.observation_shape)):
             raise UserError(f"--opponent {spec}: that agent's env has other options (action or observation shapes differ)")
         kind = policy_kind(other.engine.learner.policy, greedy)
-        return Opponent(f"{rest} (iteration {other.step})", kind, other.params, other.step)
+        return Opponent(f"{rest} (iteration {other.step})", kind, other.params, deterministic=greedy)
     try:
         anchor = make_anchor(env, spec)
     except UserError as error:
@@ -378,7 +378,9 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines + ([line] if line else [])
 
 
-def animated_svg(frames: list[str], captions: list[str], footer: str, seconds_per_frame: float = SECONDS_PER_FRAME) -> str:
+def animated_svg(
+    frames: list[str], captions: list[str], footer: str, seconds_per_frame: float = SECONDS_PER_FRAME
+) -> str:
     """One SVG that shows ``frames`` (SVG documents of equal size) in turn, looping.
 
     Each frame is a group whose visibility a discrete SMIL ``<animate>`` switches on for its
@@ -436,7 +438,14 @@ def _thin(count: int) -> list[int]:
     return sorted(set(np.linspace(0, count - 1, MAX_SVG_FRAMES).round().astype(int).tolist()))
 
 
-def game_svg(env, players: list[tuple[str, KindFn, Any]], key: jax.Array, opening_moves: int = 0, params=None, max_moves: int = 10_000) -> tuple[str, dict]:
+def game_svg(
+    env,
+    players: list[tuple[str, KindFn, Any]],
+    key: jax.Array,
+    opening_moves: int = 0,
+    params=None,
+    max_moves: int = 10_000,
+) -> tuple[str, dict]:
     """Plays one game (or, with one player, one episode) and draws it as an animated SVG.
 
     Args:
@@ -512,6 +521,10 @@ def cmd_eval(args) -> int:
         raise UserError("--opponent and --levels measure different things (two-player games, levelled envs); give one")
     if args.levels is not None:
         parse_levels_spec(args.levels)
+    if args.opponent is not None:
+        _even_games(args.games)
+        if args.svg and args.opponent.strip() == "best-response":
+            raise UserError("--svg: best-response is computed exactly, no game is played; use another --opponent for an SVG")
     if args.svg:
         _check_writable(args.svg, "--svg")
     agent = load_agent(args.path, greedy=not args.sample)
@@ -567,14 +580,18 @@ def _eval_game(agent, args) -> int:
                 f"--opponent best-response: exact best responses are computed for kuhn_poker only; "
                 f"accepted for {env.id}: {', '.join(anchor_specs(env))}, checkpoint:PATH"
             )
-        if args.svg:
-            raise UserError("--svg: best-response is computed exactly, no game is played; use another --opponent for an SVG")
         return _eval_best_response(agent, args)
     games = _even_games(args.games)
     opening = _opening_moves(args, agent.config)
     opponent = make_opponent(env, spec, greedy)
     if games != args.games:
         print(f"note: --games {args.games} rounded up to {games} so both seats play equally often", file=sys.stderr)
+    if greedy and opponent.deterministic and opening == 0:
+        print(
+            "note: both players are greedy and no opening plies are random, so every game in a seat is "
+            "the same game; vary them with --opening-moves N or --sample",
+            file=sys.stderr,
+        )
     match_key, svg_key = jax.random.split(jax.random.key(args.seed))
     kind = policy_kind(agent.engine.learner.policy, greedy)
     match = make_pair_match(env, kind, opponent.kind, games, opening)
@@ -650,16 +667,20 @@ def _eval_single(agent, args) -> int:
         returns = run_episodes(env, act_fn, eval_key, args.episodes)
         result = summarize(env, returns)
         report = dict(_agent_header(agent), **{k: v for k, v in result.to_dict().items() if k != "returns"})
-        lines = [f"mean return {result.mean_return:.2f} (95% CI {result.return_low:.2f}..{result.return_high:.2f}) over {result.episodes} episodes"]
+        lines = [
+            f"mean return {result.mean_return:.2f} (95% CI {result.return_low:.2f}..{result.return_high:.2f}) "
+            f"over {result.episodes} episodes"
+        ]
     else:
         kind, count = levels
         if kind == "named":
             named = env.named_levels()
             out = evaluate_named_levels(env, act_fn, eval_key, named, args.episodes)
             svg_level = next(iter(named.values()))
-            report = dict(_agent_header(agent), levels="named", **out)
+            report = dict(_agent_header(agent), level_set="named", **out)
             width = max(len(n) for n in out["levels"])
-            lines = [f"{env.id}: {len(named)} named levels, {args.episodes} episodes each ({'greedy' if greedy else 'sampling'})"]
+            mode = "greedy" if greedy else "sampling"
+            lines = [f"{env.id}: {len(named)} named levels, {args.episodes} episodes each ({mode})"]
             lines.append(f"  {'level':<{width}}  solve rate  mean return")
             for name, row in out["levels"].items():
                 lines.append(f"  {name:<{width}}  {row['solve_rate']:>10.3f}  {row['mean_return']:>11.3f}")
@@ -669,7 +690,7 @@ def _eval_single(agent, args) -> int:
             sampled = sample_levels(env, level_key, count)
             out = evaluate_sampled_levels(env, act_fn, eval_key, sampled)
             svg_level = jax.tree.map(lambda x: x[out["worst_level"]], sampled)
-            report = dict(_agent_header(agent), levels=f"sampled:{count}", seed=args.seed, **out)
+            report = dict(_agent_header(agent), level_set=f"sampled:{count}", seed=args.seed, **out)
             lines = [
                 f"{env.id}: {count} sampled levels (seed {args.seed}), each played twice: mean solve rate "
                 f"{out['mean_solve_rate']:.3f}, mean return {out['mean_return']:.3f}"
@@ -769,7 +790,7 @@ def cmd_ratings(args) -> int:
             returns, seat_a = match(params_a, params_b, jax.random.fold_in(key, len(pairs)))
             record = match_report(returns, seat_a)
             results[(name_a, name_b)] = (record["wins"], record["draws"], record["losses"])
-            pairs.append({"a": name_a, "b": name_b, "wins": record["wins"], "draws": record["draws"], "losses": record["losses"]})
+            pairs.append({"a": name_a, "b": name_b, **{k: record[k] for k in ("wins", "draws", "losses")}})
     table = bradley_terry(names, results, anchor="random", anchor_rating=0.0)
     iteration = {f"iter_{a.step}": a.step for a in agents}
     steps_per_iteration = first.engine.env_steps_per_iteration

@@ -72,6 +72,38 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             ax.legend(fontsize=7)
         save(fig, name)
 
+    # Strength against the fixed anchors, measured during training (two-player games).
+    strength = sorted({k for r in records for k in r.get("metrics", {}) if k.startswith("vs_") or k.startswith("exploitability")})
+    if strength:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for key in strength:
+            xs = [r["env_steps"] for r in records if r.get("metrics", {}).get(key) is not None]
+            ys = [np.mean(r["metrics"][key]) for r in records if r.get("metrics", {}).get(key) is not None]
+            ax.plot(xs, ys, marker="o", markersize=3, label=key)
+        ax.set_xlabel("env steps per member")
+        ax.set_title(f"{run_dir.name}: strength against fixed anchors")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        save(fig, "strength")
+
+    # The rating curve written by `superlearner ratings`.
+    ratings_path = run_dir / "ratings.json"
+    if ratings_path.exists():
+        import json
+
+        table = json.loads(ratings_path.read_text())
+        points = _rating_points(table)
+        if points:
+            fig, ax = plt.subplots(figsize=(6, 3.6))
+            xs, ys, lows, highs = zip(*points)
+            ax.plot(xs, ys, marker="o", label="checkpoints")
+            ax.fill_between(xs, lows, highs, alpha=0.2)
+            ax.set_xlabel("env steps per member")
+            ax.set_ylabel("Elo (random = 0)")
+            ax.set_title(f"{run_dir.name}: rating over training")
+            ax.grid(alpha=0.3)
+            save(fig, "ratings")
+
     hparam_names = sorted(records[-1].get("hparams", {}))
     effective_lr = series("learning_rate")
     if hparam_names:
@@ -88,3 +120,20 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         axes[-1, 0].set_xlabel("env steps per member")
         save(fig, "hparams")
     return written
+
+
+def _rating_points(table: dict) -> list[tuple[float, float, float, float]]:
+    """(env steps, rating, low, high) of each rated checkpoint in a ``ratings.json``."""
+    players = table.get("players") or table.get("ratings") or []
+    checkpoints = {c.get("name"): c for c in table.get("checkpoints", [])} if isinstance(table.get("checkpoints"), list) else {}
+    points = []
+    for player in players:
+        name = player.get("name")
+        info = checkpoints.get(name) or player
+        steps = info.get("env_steps")
+        if steps is None or player.get("rating") is None:
+            continue
+        low = player.get("low", player["rating"])
+        high = player.get("high", player["rating"])
+        points.append((float(steps), float(player["rating"]), float(low), float(high)))
+    return sorted(points)
