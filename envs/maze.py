@@ -51,6 +51,7 @@ import numpy as np
 from flax import struct
 
 from superlearner.env import Env, State, check_option
+from superlearner.curriculum import fmix32 as _fmix32
 from superlearner.errors import UserError
 
 Array = jax.Array
@@ -185,13 +186,6 @@ def _rotl32(x: Array, r: int) -> Array:
     return (x << jnp.uint32(r)) | (x >> jnp.uint32(32 - r))
 
 
-def _fmix32(h: Array) -> Array:
-    """MurmurHash3's finaliser: every input bit affects every output bit."""
-    h = h ^ (h >> jnp.uint32(16))
-    h = h * jnp.uint32(0x85EBCA6B)
-    h = h ^ (h >> jnp.uint32(13))
-    h = h * jnp.uint32(0xC2B2AE35)
-    return h ^ (h >> jnp.uint32(16))
 
 
 def level_hash(level: MazeLevel) -> Array:

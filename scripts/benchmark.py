@@ -310,7 +310,7 @@ def bench_ppo(args: argparse.Namespace) -> Report:
 
     rows = []
     for num_envs in args.num_envs:
-        result = _timed_training({"learner.num_envs": num_envs, "train.total_env_steps": max(5e5, num_envs * 128 * 40)}, repeats=1)
+        result = _timed_training({"learner.num_envs": num_envs, "train.total_env_steps": max(500_000, num_envs * 128 * 40)}, repeats=1)
         rows.append([str(num_envs), format_rate(result["steps"] / result["without_compile"]), f"{result['with_compile']:.1f}"])
     tables.append(Table("Larger batches (128 steps per env, 4 epochs x 4 minibatches)", ["num_envs", "env steps/s", "s with compile"], rows))
 

@@ -444,7 +444,7 @@ def _expand(mask: Array, leaf: Array) -> Array:
 # Hashing any level pytree.
 
 
-def _fmix32(h: Array) -> Array:
+def fmix32(h: Array) -> Array:
     """MurmurHash3's finaliser: every input bit affects every output bit."""
     h = h ^ (h >> jnp.uint32(16))
     h = h * jnp.uint32(0x85EBCA6B)
@@ -481,8 +481,8 @@ def tree_hash(level: Level) -> Array:
         return jnp.uint32(0)
     words = jnp.concatenate([_leaf_words(leaf) for leaf in leaves])
     positions = jnp.arange(words.shape[0], dtype=jnp.uint32)
-    mixed = _fmix32(words ^ _fmix32(positions * jnp.uint32(0x9E3779B9) + jnp.uint32(0x7F4A7C15)))
-    return _fmix32(jnp.sum(mixed, dtype=jnp.uint32) ^ jnp.uint32(words.shape[0]))
+    mixed = fmix32(words ^ fmix32(positions * jnp.uint32(0x9E3779B9) + jnp.uint32(0x7F4A7C15)))
+    return fmix32(jnp.sum(mixed, dtype=jnp.uint32) ^ jnp.uint32(words.shape[0]))
 
 
 # ------------------------------------------------------------------------------------------------

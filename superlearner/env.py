@@ -24,7 +24,6 @@ once, for all of them:
 from __future__ import annotations
 
 import abc
-import dataclasses
 from typing import Any, ClassVar
 
 import jax
@@ -248,12 +247,3 @@ def check_option(env_id: str, name: str, value: Any, kind: type, low=None, high=
         bounds = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
         raise UserError(f"{env_id}: option {name}={value!r} is out of range, accepted {bounds}")
     return value
-
-
-@dataclasses.dataclass(frozen=True)
-class EnvSpec:
-    """What the registry knows about an env id before building it."""
-
-    env_id: str
-    factory: Any
-    description: str = ""

@@ -120,8 +120,9 @@ def make_ppo(
     def optimizer(hparams: PPOHparams, learning_rate) -> optax.GradientTransformation:
         # Built inside the trace from traced values: the optimizer state's structure does not
         # depend on them, so new values never recompile.
+        # Gradient clipping is done by hand in `update`, where the norm is needed for the metrics
+        # anyway: computing it once saves a pass over every gradient.
         return optax.chain(
-            optax.clip_by_global_norm(hparams.max_grad_norm),
             optax.scale_by_adam(eps=hparams.adam_eps),
             optax.scale_by_learning_rate(learning_rate),
         )
@@ -234,7 +235,10 @@ def make_ppo(
         def minibatch_step(carry, minibatch):
             params, opt_state = carry
             grads, metrics = jax.grad(loss_fn, has_aux=True)(params, state.meta_params, minibatch, hparams)
-            metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads)))
+            grad_norm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads)))
+            scale = jnp.minimum(1.0, hparams.max_grad_norm / jnp.maximum(grad_norm, 1e-12))
+            grads = jax.tree.map(lambda g: g * scale, grads)
+            metrics["grad_norm"] = grad_norm
             updates, opt_state = tx.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             return (params, opt_state), metrics
