@@ -77,6 +77,11 @@ class AlphaZeroSettings:
             if value is None and f.name == "max_depth":
                 continue
             check_option("alphazero", f.name, value, int, f.metadata.get("low"), f.metadata.get("high"))
+        if self.min_replay_size > self.replay_capacity:
+            raise UserError(
+                f"alphazero: option min_replay_size={self.min_replay_size} exceeds "
+                f"replay_capacity={self.replay_capacity}; accepted 1..{self.replay_capacity}"
+            )
 
 
 @struct.dataclass
@@ -727,7 +732,7 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
         def sgd_step(carry, batch):
             params, opt_state = carry
             grads, metrics = jax.grad(loss, has_aux=True)(params, batch, hparams)
-            metrics["grad_norm"] = optax.global_norm(grads)
+            metrics["grad_norm"] = optax.tree.norm(grads)
             updates, new_opt_state = tx.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
             keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ready, a, b), new, old)  # noqa: E731
