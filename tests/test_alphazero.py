@@ -55,9 +55,10 @@ def tic_tac_toe_players():
 
 def play(env, moves):
     """The state after playing ``moves`` from the start (one unbatched state)."""
-    state = env.reset(jax.random.key(0))
-    for move in moves:
-        state = env.step(state, jnp.int32(move), jax.random.key(0))
+    reset_key, *step_keys = jax.random.split(jax.random.key(0), len(moves) + 1)
+    state = env.reset(reset_key)
+    for move, key in zip(moves, step_keys):
+        state = env.step(state, jnp.int32(move), key)
     assert not bool(state.terminated)
     return state
 
@@ -106,7 +107,9 @@ def test_network_shapes_and_untrained_outputs(observation_shape, num_actions):
     np.testing.assert_array_equal(value, 0.0)
     # After a perturbation the value stays inside (-1, 1) and the outputs depend on the input.
     graphdef, params = nnx.split(net)
-    params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(2), x.shape), params)
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    params = jax.tree.unflatten(treedef, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
     logits, value = jax.jit(lambda p, o: nnx.merge(graphdef, p)(o))(params, observation)
     assert np.all(np.abs(value) <= 1.0) and np.std(np.asarray(value)) > 0
     assert np.std(np.asarray(logits[..., 0])) > 0
@@ -309,11 +312,13 @@ def test_pending_entries_get_their_outcome_when_their_game_ends():
 def test_value_targets_of_a_hand_played_game_have_the_movers_sign():
     """X wins in five moves (X: 0, 1, 2; O: 3, 4), then a new game starts and is not over."""
     env = make("tic_tac_toe")
-    state = env.reset(jax.random.key(0))
+    moves = [0, 3, 1, 4, 2, 4, 0]
+    reset_key, *step_keys = jax.random.split(jax.random.key(0), len(moves) + 1)
+    state = env.reset(reset_key)
     rewards, players, done, truncated = [], [], [], []
-    for move in [0, 3, 1, 4, 2, 4, 0]:
+    for move, key in zip(moves, step_keys):
         players.append(int(state.current_player))
-        state, final = step_auto_reset(env, state, jnp.int32(move), jax.random.key(1))
+        state, final = step_auto_reset(env, state, jnp.int32(move), key)
         rewards.append(final.rewards)
         done.append(bool(final.terminated | final.truncated))
         truncated.append(bool(final.truncated))

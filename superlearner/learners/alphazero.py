@@ -15,9 +15,9 @@ Conventions:
   discount -1 across a change of mover (zero-sum) and +1 when the same player moves again, and
   with discount 0 after the end of the game.
 * Illegal actions are masked at the root through mctx's ``invalid_actions`` and at every interior
-  node by pushing their prior logits to `ILLEGAL_LOGIT` in the search's ``recurrent_fn``; Gumbel
-  MuZero's interior selection then never picks them (their improved-policy probability is 0 while
-  some legal action always has a positive selection score).
+  node by pushing their prior logits to ``networks.ILLEGAL_LOGIT`` in the search's
+  ``recurrent_fn``; Gumbel MuZero's interior selection then never picks them (their
+  improved-policy probability is 0 while some legal action always has a positive score).
 * Replay positions of a game still in progress are *pending*: they are stored but never sampled,
   and get their value target when the game ends, possibly iterations later. Positions of a game
   cut by truncation have no outcome and are never sampled (no bootstrap).
@@ -42,7 +42,7 @@ from flax import nnx, struct
 from superlearner.config import field
 from superlearner.env import Env, State, check_option
 from superlearner.errors import UserError
-from superlearner.networks import ILLEGAL_LOGIT, masked_logits
+from superlearner.networks import masked_logits
 from superlearner.wrappers import step_auto_reset
 
 Array = jax.Array
@@ -316,7 +316,7 @@ class PolicyValueNet(nnx.Module):
     policy head is a 1x1 conv to 2 planes and a dense layer, the value head a 1x1 conv to 1 plane,
     a dense hidden layer and tanh (the AlphaGo Zero heads). Other observations are flattened and
     go through a residual MLP tower of the same width. Both output layers start at zero: a uniform
-    prior and a zero value, so an untrained search is plain Monte Carlo tree search.
+    prior and a zero value, so an untrained search is guided by the game's own rewards only.
     """
 
     def __init__(self, observation_shape: Sequence[int], num_actions: int, channels: int, num_blocks: int, *, rngs: nnx.Rngs):
@@ -739,7 +739,10 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
             return (keep(new_params, params), keep(new_opt_state, opt_state)), metrics
 
         (params, opt_state), metrics = jax.lax.scan(sgd_step, (state.params, state.opt_state), batches)
-        metrics = {name: jnp.where(ready, jnp.mean(value), jnp.nan) for name, value in metrics.items()}
+        # Before the buffer is ready the losses are those of the unapplied steps (finite, so a
+        # non-finite guard on losses stays meaningful); ``sgd_applied`` says which case it is.
+        metrics = {name: jnp.mean(value) for name, value in metrics.items()}
+        metrics["sgd_applied"] = ready.astype(jnp.float32)
         num_applied = jnp.where(ready, s.num_updates, 0).astype(jnp.int32)
         new_state = state.replace(params=params, opt_state=opt_state, num_updates=state.num_updates + num_applied)
         return new_state, metrics, count
@@ -757,8 +760,11 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
             It is the level of both the games in progress and those started by auto-reset.
 
         Returns:
-          ``(state, metrics)``; metrics is a dict of float32 scalars. Loss metrics are NaN in
-          iterations where the buffer is not yet ready for SGD.
+          ``(state, metrics)``; metrics is a dict of float32 scalars (losses, grad norm, games
+          finished, mean length and first player's return of the games finished in this
+          iteration, 0 when none did, buffer fill, ...). ``sgd_applied`` is 0 in iterations
+          where the buffer did not yet hold ``min_replay_size`` sampleable positions; the
+          losses of such iterations describe steps that were not applied.
         """
         play_key, train_key = jax.random.split(key)
         env_params = batched_env_params(env_params, num_envs)
