@@ -63,16 +63,23 @@ def collect_single_agent(
     (env_state, episode_stats), out = jax.lax.scan(
         body, (env_state, episode_stats), jax.random.split(key, num_steps)
     )
-    last_value = learner.value(params, env_state.observation)
-    next_value = jnp.concatenate([out["value"][1:], last_value[None]], axis=0)
     done = out["terminated"] | out["truncated"]
+    v_tp1 = next_values(out["value"], learner.value(params, env_state.observation))
     if bootstrap_truncation:
         final_value = learner.value(params, out["final_observation"])
-        v_tp1 = jnp.where(out["truncated"], final_value, next_value)
-    else:
-        v_tp1 = next_value
+        v_tp1 = jnp.where(out["truncated"], final_value, v_tp1)
     v_tp1 = jnp.where(out["terminated"] | (done & ~jnp.bool_(bootstrap_truncation)), 0.0, v_tp1)
-    rollout = Rollout(
+    return env_state, episode_stats, assemble_rollout(out, v_tp1, done)
+
+
+def next_values(value: jax.Array, last_value: jax.Array) -> jax.Array:
+    """float[T, N]: the value of the state after each step (``value`` shifted, ``last_value`` at the end)."""
+    return jnp.concatenate([value[1:], last_value[None]], axis=0)
+
+
+def assemble_rollout(out: dict, v_tp1: jax.Array, done: jax.Array) -> Rollout:
+    """A `Rollout` from a scan's stacked outputs ``[T, N]``; every step is a learner decision."""
+    return Rollout(
         observation=out["observation"],
         legal_action_mask=out["legal_action_mask"],
         action=out["action"],
@@ -83,4 +90,3 @@ def collect_single_agent(
         continue_=(~done).astype(jnp.float32),
         valid=jnp.ones_like(out["reward"]),
     )
-    return env_state, episode_stats, rollout

@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from superlearner.env import Env, State, tree_select
-from superlearner.learners.ppo import PPO, Rollout
+from superlearner.env import Env, State
+from superlearner.learners.ppo import PPO
 from superlearner.league import SELF, LeagueState, record_results, sample_opponents
+from superlearner.rollout import assemble_rollout, next_values
 
 
 @struct.dataclass
@@ -93,18 +94,11 @@ def collect_self_play(
       `SelfPlayStats`.
     """
     num = matches.seat.shape[0]
-    # The opponents' parameters: the league's snapshots plus, in the last slot, the learner.
-    bank = jax.tree.map(lambda snaps, p: jnp.concatenate([snaps, p[None]], axis=0), league.params, params)
-    capacity = league.capacity
+    bank = opponent_bank(league, params)
     vstep = jax.vmap(env.step)
 
-    def policy_of(index, observation, mask):
-        member = jax.tree.map(lambda x: x[index], bank)
-        return learner.policy(member, observation, mask)[0]
-
     def opponent_actions(matches: Match, key):
-        index = jnp.where(matches.opponent == SELF, capacity, matches.opponent)
-        logits = jax.vmap(policy_of)(index, matches.game.observation, matches.game.legal_action_mask)
+        logits = opponent_logits(learner, bank, league.capacity, matches)
         return jax.random.categorical(key, logits).astype(jnp.int32)
 
     def advance(matches: Match, actions, movers, key):
@@ -162,20 +156,9 @@ def collect_self_play(
         length=jnp.float32(0),
     )
     (matches, league, results), out = jax.lax.scan(body, (matches, league, results), jax.random.split(key, num_steps))
-    last_value = learner.value(params, matches.game.observation)
-    next_value = jnp.concatenate([out["value"][1:], last_value[None]], axis=0)
     done = out["done"]
-    rollout = Rollout(
-        observation=out["observation"],
-        legal_action_mask=out["legal_action_mask"],
-        action=out["action"],
-        log_prob=out["log_prob"],
-        value=out["value"],
-        reward=out["reward"],
-        v_tp1=jnp.where(done, 0.0, next_value),
-        continue_=(~done).astype(jnp.float32),
-        valid=jnp.ones_like(out["reward"]),
-    )
+    next_value = next_values(out["value"], learner.value(params, matches.game.observation))
+    rollout = assemble_rollout(out, jnp.where(done, 0.0, next_value), done)
     games = jnp.maximum(results["games"], 1.0)
     league_games = results["games"] - results["self_games"]
     stats = SelfPlayStats(
@@ -186,6 +169,21 @@ def collect_self_play(
         length=results["length"] / games,
     )
     return matches, league, rollout, stats
+
+
+def opponent_bank(league: LeagueState, params):
+    """The opponents' parameters: the league's snapshots plus, in the last slot, the learner."""
+    return jax.tree.map(lambda snaps, p: jnp.concatenate([snaps, p[None]], axis=0), league.params, params)
+
+
+def opponent_logits(learner: PPO, bank, capacity: int, matches: Match) -> jax.Array:
+    """float[N, A]: each game's opponent's masked logits (`SELF` reads the bank's last slot)."""
+    index = jnp.where(matches.opponent == SELF, capacity, matches.opponent)
+
+    def policy_of(i, observation, mask):
+        return learner.policy(jax.tree.map(lambda x: x[i], bank), observation, mask)[0]
+
+    return jax.vmap(policy_of)(index, matches.game.observation, matches.game.legal_action_mask)
 
 
 def _add_results(results: dict, matches: Match, ended: jax.Array) -> dict:
@@ -209,11 +207,7 @@ def to_learner_decision(env: Env, league: LeagueState, matches: Match, key: jax.
     """Plays the opponent's opening move in games where the learner sits second, so every game
     starts at a learner decision (used once, after the first reset)."""
     num = matches.seat.shape[0]
-    bank = jax.tree.map(lambda snaps, p: jnp.concatenate([snaps, p[None]], axis=0), league.params, params)
-    index = jnp.where(matches.opponent == SELF, league.capacity, matches.opponent)
-    logits = jax.vmap(lambda i, o, m: learner.policy(jax.tree.map(lambda x: x[i], bank), o, m)[0])(
-        index, matches.game.observation, matches.game.legal_action_mask
-    )
+    logits = opponent_logits(learner, opponent_bank(league, params), league.capacity, matches)
     act_key, step_key = jax.random.split(key)
     actions = jax.random.categorical(act_key, logits).astype(jnp.int32)
     movers = matches.game.current_player != matches.seat
