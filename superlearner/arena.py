@@ -67,17 +67,33 @@ def random_player(key, states) -> jax.Array:
     return jax.random.categorical(key, logits).astype(jnp.int32)
 
 
-def make_match_fn(env: Env, player_a: BatchedPlayer, player_b: BatchedPlayer, num_games: int, opening_moves: int = 0, max_moves: int = 1000):
+def make_match_fn(
+    env: Env,
+    player_a: BatchedPlayer,
+    player_b: BatchedPlayer,
+    num_games: int,
+    opening_moves: int = 0,
+    max_moves: int = 1000,
+    paired_seats: bool = False,
+):
     """A pure function ``key -> (returns_a[G], seat_a[G])`` playing ``num_games`` games.
 
     Player A sits first in the first half of the games and second in the other half. The first
-    ``opening_moves`` plies of every game are uniformly random legal moves. Jit it at the call site.
+    ``opening_moves`` plies of every game are uniformly random legal moves. With
+    ``paired_seats``, game ``i + G/2`` starts from the same reset key as game ``i`` (the same
+    deal in a card game) with the seats swapped: common random numbers, which cancel the luck
+    of the deal from the mean return (``num_games`` must be even). Jit it at the call site.
     """
     seat_a = (jnp.arange(num_games) >= num_games // 2).astype(jnp.int32)
 
     def play(key):
         reset_key, loop_key = jax.random.split(key)
-        states = jax.vmap(env.reset)(jax.random.split(reset_key, num_games))
+        if paired_seats:
+            half = jax.random.split(reset_key, num_games // 2)
+            reset_keys = jnp.concatenate([half, jax.random.clone(half)])  # reused on purpose
+        else:
+            reset_keys = jax.random.split(reset_key, num_games)
+        states = jax.vmap(env.reset)(reset_keys)
 
         def cond(carry):
             states, _, _, moves = carry
@@ -172,8 +188,24 @@ def kuhn_average_policy(probabilities: np.ndarray, weights: np.ndarray | None = 
             root = index - kuhn.INFO_STATE_HISTORIES.index("pb")  # same card, empty history
             reach[:, index] = probabilities[:, root, kuhn.PASS]
     w = weights[:, None] * reach
-    average = (w[..., None] * probabilities).sum(0) / np.maximum(w.sum(0), 1e-12)[..., None]
-    return np.where(w.sum(0)[..., None] > 0, average, 0.5)
+    # Normalised by the mixed row itself, not by sum(w): when every policy almost never reaches
+    # a state, sum(w) can underflow a fixed floor and the row would not sum to one.
+    mixed = (w[..., None] * probabilities).sum(0)
+    total = mixed.sum(-1, keepdims=True)
+    return np.where(total > 0, mixed / np.where(total > 0, total, 1.0), 0.5)
+
+
+def kuhn_league_policy(snapshot_probabilities: np.ndarray, league) -> np.ndarray:
+    """float[12, 2]: the league's policy (one snapshot drawn per game from the league's
+    ``meta_strategy``, see `superlearner.league`) as the equivalent per-info-state policy.
+
+    Args:
+      snapshot_probabilities: float[C, 12, 2], every slot's action probabilities.
+      league: one member's `LeagueState` (``filled`` and ``meta_strategy`` of shape [C]).
+    """
+    weights = np.asarray(league.meta_strategy, np.float64) * np.asarray(league.filled)
+    keep = weights > 0
+    return kuhn_average_policy(np.asarray(snapshot_probabilities)[keep], weights[keep])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,7 +216,8 @@ class StrengthProbe:
     """Measures each population member against the configured anchors (compiled once).
 
     ``measure(state)`` returns ``{"vs_<spec>": [score per member], ...}``; for kuhn_poker also
-    the exact exploitability of each member's policy and of its league's average policy.
+    the exact exploitability of each member's policy and of its league's policy (the snapshots
+    mixed by the league's meta-strategy, `kuhn_league_policy`).
     """
 
     def __init__(self, engine):
@@ -230,10 +263,7 @@ class StrengthProbe:
             league_values = []
             for member in range(size):
                 league = jax.tree.map(lambda x: x[member], state.league)
-                snapshots = np.asarray(self._kuhn(league.params))
-                filled = np.asarray(league.filled)
-                stack = np.concatenate([snapshots[filled], current[member][None]])
-                average = kuhn_average_policy(stack)
+                average = kuhn_league_policy(np.asarray(self._kuhn(league.params)), league)
                 league_values.append(float(kuhn_exploitability(kuhn_policy_table(average))))
             out["exploitability_league"] = league_values
         return out

@@ -85,6 +85,10 @@ class LeagueConfig:
     weight_uniform: float = field(0.2, "weight of a uniformly drawn past snapshot (fictitious self-play)", low=0.0)
     weight_pfsp_hard: float = field(0.3, "weight of PFSP favouring snapshots we lose to", low=0.0)
     weight_pfsp_even: float = field(0.0, "weight of PFSP favouring snapshots near an even score", low=0.0)
+    weight_meta: float = field(0.0, "weight of a snapshot drawn from the league's meta-strategy (PSRO)", low=0.0)
+    meta_solver: Literal["uniform", "nash"] = field("uniform", "the league's policy over its snapshots: uniform (fictitious play) or a Nash equilibrium of their payoff matrix (PSRO-Nash)")
+    payoff_games: int = field(0, "games a new snapshot plays against each snapshot to fill the payoff matrix (0 = none; meta_solver=nash needs some)", low=0)
+    solver_iterations: int = field(1000, "regret-matching iterations of the nash meta-solver per new snapshot", low=1)
     payoff_decay: float = field(0.02, "step size of the decayed-average win rates", low=0.0, high=1.0)
     beat_margin: float = field(0.7, "league score above which a snapshot is added (snapshot_rule=beat)", low=0.0, high=1.0)
 
@@ -412,6 +416,12 @@ def validate_semantics(config: ExperimentConfig, source: str = "config") -> None
             raise ConfigError(f"{source}: meta.init_low and meta.init_high must name the same hyperparameters")
         if meta.kind != "none" and size < 2:
             raise ConfigError(f"{source}: meta.kind={meta.kind} needs train.population_size >= 2, got {size}")
+    league = config.league
+    if league.meta_solver == "nash" and league.payoff_games < 2:
+        raise ConfigError(
+            f"{source}: league.meta_solver=nash solves the snapshots' payoff matrix, which games fill: "
+            f"set league.payoff_games to 2 or more (e.g. 64), got {league.payoff_games}"
+        )
     for f in dataclasses.fields(config.hparams):
         value = getattr(config.hparams, f.name)
         if isinstance(value, tuple) and len(value) != size:

@@ -104,7 +104,8 @@ def initial_league_hparams(config: ExperimentConfig):
     size = config.train.population_size
     values = dict(
         weight_self=lc.weight_self, weight_uniform=lc.weight_uniform, weight_pfsp_hard=lc.weight_pfsp_hard,
-        weight_pfsp_even=lc.weight_pfsp_even, payoff_decay=lc.payoff_decay, beat_margin=lc.beat_margin,
+        weight_pfsp_even=lc.weight_pfsp_even, weight_meta=lc.weight_meta, payoff_decay=lc.payoff_decay,
+        beat_margin=lc.beat_margin,
     )
     return LeagueHparams(**{k: jnp.full((size,), v, jnp.float32) for k, v in values.items()})
 
@@ -220,17 +221,22 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         return learner_state, env_state, env_params, stats, league, curriculum, jax.random.key_data(key), metrics
 
     def self_play_iteration(learner_state, hparams, matches, env_params, stats, league, curriculum, rng, iteration):
-        from superlearner.league import league_score, maybe_add_snapshot
-        from superlearner.selfplay import collect_self_play
+        from superlearner.league import league_score, maybe_add_snapshot, meta_entropy
+        from superlearner.selfplay import collect_self_play, make_payoff_fn
 
         key = jax.random.wrap_key_data(rng)
-        key, rollout_key, update_key = jax.random.split(key, 3)
+        key, rollout_key, update_key, payoff_key = jax.random.split(key, 4)
         matches, league, rollout, stats = collect_self_play(
             env, learner, learner_state.params, league, matches, env_params, rollout_key, num_steps
         )
         learner_state, metrics = learner.update(learner_state, rollout, hparams, update_key)
+        lg = config.league
+        payoff_fn = None
+        if lg.payoff_games > 0:
+            payoff_fn = make_payoff_fn(env, learner, lg.payoff_games + lg.payoff_games % 2)
         league = maybe_add_snapshot(
-            league, learner_state.params, iteration + 1, config.league.snapshot_every, config.league.snapshot_rule
+            league, learner_state.params, iteration + 1, lg.snapshot_every, lg.snapshot_rule,
+            payoff_fn=payoff_fn, key=payoff_key, meta_solver=lg.meta_solver, solver_iterations=lg.solver_iterations,
         )
         metrics["episode_return"] = 2.0 * stats.score - 1.0
         metrics["score"] = stats.score
@@ -240,6 +246,7 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         metrics["episode_length"] = stats.length
         metrics["league_size"] = jnp.minimum(league.num_added, league.capacity).astype(jnp.float32)
         metrics["league_score"] = league_score(league)
+        metrics["league_meta_entropy"] = meta_entropy(league)
         return learner_state, matches, env_params, stats, league, curriculum, jax.random.key_data(key), metrics
 
     member_iteration = self_play_iteration if self_play else single_agent_iteration

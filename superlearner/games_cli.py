@@ -193,11 +193,12 @@ def kuhn_best_response_report(env, policy_fn, params, league=None) -> dict:
     Returns:
       ``exploitability`` of the agent's action probabilities, ``exploitability_greedy`` of the
       argmax policy it plays by default, and (with a league) ``exploitability_league`` of the
-      reach-weighted average of the filled snapshots and the current policy, with
-      ``league_policies``, how many policies were averaged.
+      league's policy: one snapshot per game drawn from the league's meta-strategy (exactly the
+      mixture training plays and logs, `superlearner.arena.kuhn_league_policy`), with
+      ``league_policies``, how many snapshots have weight in it.
     """
     from superlearner.anchors import kuhn_exploitability
-    from superlearner.arena import kuhn_average_policy, kuhn_observations, kuhn_policy_table
+    from superlearner.arena import kuhn_league_policy, kuhn_observations, kuhn_policy_table
 
     observations = jnp.asarray(kuhn_observations(env))
     mask = jnp.ones((observations.shape[0], env.num_actions), bool)
@@ -215,9 +216,9 @@ def kuhn_best_response_report(env, policy_fn, params, league=None) -> dict:
     }
     if league is not None and hasattr(league, "params") and hasattr(league, "filled"):
         snapshots = np.asarray(jax.vmap(probabilities)(league.params), np.float64)  # [C, 12, 2]
-        stack = np.concatenate([snapshots[np.asarray(league.filled)], current[None]])
-        out["exploitability_league"] = float(kuhn_exploitability(kuhn_policy_table(kuhn_average_policy(stack))))
-        out["league_policies"] = int(stack.shape[0])
+        mixture = kuhn_league_policy(snapshots, league)
+        out["exploitability_league"] = float(kuhn_exploitability(kuhn_policy_table(mixture)))
+        out["league_policies"] = int((np.asarray(league.meta_strategy) * np.asarray(league.filled) > 0).sum())
     return out
 
 
@@ -642,7 +643,7 @@ def _eval_best_response(agent, args) -> int:
         ("agent's greedy (argmax) policy", report["exploitability_greedy"]),
     ]
     if "exploitability_league" in report:
-        rows.append((f"league's average policy ({report['league_policies']} policies)", report["exploitability_league"]))
+        rows.append((f"league's policy (meta-strategy over {report['league_policies']} snapshots)", report["exploitability_league"]))
     width = max(len(label) for label, _ in rows)
     print("kuhn_poker: exact exploitability (NashConv / 2: 0 at a Nash equilibrium, 0.458 for uniform play)")
     for label, value in rows:

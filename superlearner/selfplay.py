@@ -171,6 +171,30 @@ def collect_self_play(
     return matches, league, rollout, stats
 
 
+def make_payoff_fn(env: Env, learner: PPO, num_games: int):
+    """A ``payoff_fn(league, params, key) -> float32[C]`` for `superlearner.league.maybe_add_snapshot`.
+
+    The new snapshot ``params`` plays ``num_games`` games (even; half in each seat, paired so
+    that the seat-swapped games share their reset key) against every slot's snapshot, both
+    sampling from their policies; each entry is its mean return against that slot (0 for
+    empty slots). Games against all C slots run as one batch (a `vmap` over slots). ``key`` is
+    consumed. This is the payoff estimate of PSRO's empirical game (Lanctot et al. 2017).
+    """
+    from superlearner.arena import from_policy, make_match_fn
+
+    def payoff_fn(league: LeagueState, params, key: jax.Array) -> jax.Array:
+        def against(opponent_params, slot_key):
+            new = from_policy(learner.policy, params, greedy=False)
+            old = from_policy(learner.policy, opponent_params, greedy=False)
+            returns, _ = make_match_fn(env, new, old, num_games, paired_seats=True)(slot_key)
+            return returns.mean()
+
+        row = jax.vmap(against)(league.params, jax.random.split(key, league.capacity))
+        return jnp.where(league.filled, row, 0.0)
+
+    return payoff_fn
+
+
 def opponent_bank(league: LeagueState, params):
     """The opponents' parameters: the league's snapshots plus, in the last slot, the learner."""
     return jax.tree.map(lambda snaps, p: jnp.concatenate([snaps, p[None]], axis=0), league.params, params)

@@ -191,6 +191,7 @@ def _table_policy(env):
 class _League:
     params: jax.Array
     filled: jax.Array
+    meta_strategy: jax.Array
 
 
 def test_kuhn_best_response_report_has_the_known_values():
@@ -207,12 +208,21 @@ def test_kuhn_best_response_report_has_the_known_values():
     table = kuhn_equilibrium_policy()  # [player, info state, action]
     acting = np.stack([table[kp.INFO_STATE_PLAYER[i], i] for i in range(kp.NUM_INFO_STATES)])
     equilibrium = jnp.log(jnp.maximum(jnp.asarray(acting, jnp.float32), 1e-12))
-    # A league of uniform snapshots (one unfilled) around the equilibrium policy.
-    league = _League(params=jnp.stack([uniform, uniform, equilibrium]), filled=jnp.array([True, False, True]))
-    report = games_cli.kuhn_best_response_report(env, policy, equilibrium, league)
-    assert report["exploitability"] == pytest.approx(0.0, abs=1e-5)
-    assert report["league_policies"] == 3  # two filled snapshots and the current policy
+    # A league of a uniform and an equilibrium snapshot (one slot unfilled): the league's policy
+    # is their mixture under the meta-strategy, whatever the current policy.
+    snapshots = jnp.stack([uniform, uniform, equilibrium])
+    filled = jnp.array([True, False, True])
+    league = _League(params=snapshots, filled=filled, meta_strategy=jnp.array([0.5, 0.0, 0.5]))
+    report = games_cli.kuhn_best_response_report(env, policy, uniform, league)
+    assert report["exploitability"] == pytest.approx(0.458333, abs=1e-5)
+    assert report["league_policies"] == 2
     assert 0.0 < report["exploitability_league"] < 0.458333
+    # All the weight on the equilibrium snapshot: the league's policy is unexploitable.
+    league = _League(params=snapshots, filled=filled, meta_strategy=jnp.array([0.0, 0.0, 1.0]))
+    report = games_cli.kuhn_best_response_report(env, policy, uniform, league)
+    assert report["league_policies"] == 1
+    assert report["exploitability_league"] == pytest.approx(0.0, abs=1e-5)
+    report = games_cli.kuhn_best_response_report(env, policy, equilibrium)
     # The greedy policy of an equilibrium that mixes is exploitable.
     assert report["exploitability_greedy"] > 0.05
 

@@ -5,14 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from superlearner.league import (
-    SELF, LeagueHparams, add_snapshot, init_league, league_score, maybe_add_snapshot,
-    opponent_distribution, record_results, sample_opponents,
+    SELF, LeagueHparams, add_snapshot, init_league, league_score, maybe_add_snapshot, meta_entropy,
+    nash_meta_strategy, opponent_distribution, record_results, sample_opponents,
 )
 
 
 def _hparams(**kw):
     values = dict(weight_self=0.0, weight_uniform=0.0, weight_pfsp_hard=0.0, weight_pfsp_even=0.0,
-                  payoff_decay=0.5, beat_margin=0.7)
+                  weight_meta=0.0, payoff_decay=0.5, beat_margin=0.7)
     values.update(kw)
     return LeagueHparams(**{k: jnp.float32(v) for k, v in values.items()})
 
@@ -78,3 +78,62 @@ def test_snapshots_fill_a_ring_and_reset_their_record():
     assert int(low.num_added) == 6
     high = maybe_add_snapshot(league.replace(win_rate=jnp.full((4,), 0.8)), {"w": jnp.ones(2)}, jnp.int32(100), every=10, rule="beat")
     assert int(high.num_added) == 7
+
+
+# Rock, paper, scissors and a dominated fourth strategy that loses to everything.
+RPS = np.array([[0, -1, 1, 1], [1, 0, -1, 1], [-1, 1, 0, 1], [-1, -1, -1, 0]], np.float32)
+
+
+def test_nash_meta_strategy_solves_rock_paper_scissors_eager_jit_and_vmap():
+    filled = jnp.array([True, True, True, True, False])
+    payoff = jnp.zeros((5, 5)).at[:4, :4].set(RPS)
+    solve = lambda m, f: nash_meta_strategy(m, f, 2000)  # noqa: E731
+    for fn in (solve, jax.jit(solve)):
+        np.testing.assert_allclose(fn(payoff, filled), [1 / 3, 1 / 3, 1 / 3, 0, 0], atol=0.01)
+    # Only rock and paper in the league: paper is the equilibrium.
+    batched = jax.vmap(solve)(jnp.stack([payoff, payoff]), jnp.stack([filled, jnp.array([True, True] + [False] * 3)]))
+    np.testing.assert_allclose(batched[1], [0, 1, 0, 0, 0], atol=0.01)
+
+
+def test_add_snapshot_writes_an_antisymmetric_payoff_row_and_solves_the_meta_game():
+    league = init_league({"w": jnp.zeros(())}, 4, _hparams())
+    assert float(league.meta_strategy.sum()) == 1.0
+    for i in range(1, 4):
+        # Snapshot i's row: its mean return against the slots before the write.
+        row = jnp.zeros(4).at[:i].set(jnp.asarray(RPS[i, :i]))
+        league = add_snapshot(league, {"w": jnp.float32(i)}, i, row, meta_solver="nash", solver_iterations=2000)
+    np.testing.assert_allclose(league.payoff, RPS, atol=1e-6)
+    np.testing.assert_allclose(league.meta_strategy, [1 / 3, 1 / 3, 1 / 3, 0], atol=0.01)
+    np.testing.assert_allclose(float(meta_entropy(league)), np.log(3), atol=0.01)
+    uniform = add_snapshot(league, {"w": jnp.float32(9)}, 9, meta_solver="uniform")
+    # The ring replaced slot 0 (rock): its row and column are the new snapshot's (zeros here).
+    np.testing.assert_allclose(uniform.payoff[0], 0.0)
+    np.testing.assert_allclose(uniform.payoff[:, 0], 0.0)
+    np.testing.assert_allclose(uniform.meta_strategy, 0.25)
+
+
+def test_opponents_follow_the_meta_strategy_with_weight_meta():
+    league = _league([0.5, 0.5, 0.5], weight_meta=1.0, weight_self=1.0)
+    league = league.replace(meta_strategy=jnp.array([0.0, 0.25, 0.75, 0.0]))
+    np.testing.assert_allclose(opponent_distribution(league), [0, 0.125, 0.375, 0, 0.5], rtol=1e-6)
+
+
+def test_maybe_add_snapshot_measures_the_payoff_row_only_when_due():
+    calls = []
+
+    def payoff_fn(league, params, key):
+        calls.append(1)  # traced once per branch compilation
+        return jnp.full((league.capacity,), jnp.asarray(params["w"]).mean())
+
+    league = _league([0.5])
+    step = jax.jit(
+        lambda lg, i, k: maybe_add_snapshot(lg, {"w": jnp.full((2,), 0.3)}, i, 10, "every", payoff_fn, k, "nash", 100)
+    )
+    same = step(league, jnp.int32(5), jax.random.key(0))
+    assert int(same.num_added) == 1
+    added = step(league, jnp.int32(10), jax.random.key(1))
+    assert int(added.num_added) == 2
+    np.testing.assert_allclose(added.payoff[1, 0], 0.3, atol=1e-6)
+    np.testing.assert_allclose(added.payoff[0, 1], -0.3, atol=1e-6)
+    # The new snapshot beats the only other one: it takes all the weight.
+    np.testing.assert_allclose(added.meta_strategy, [0, 1, 0, 0], atol=1e-3)
