@@ -55,6 +55,7 @@ class LearnerConfig:
     normalize_advantages: bool = field(True, "normalise advantages per minibatch")
     clip_value_loss: bool = field(True, "clip the value loss like the policy ratio")
     bootstrap_truncation: bool = field(True, "bootstrap from the value of the last observation when an episode is truncated")
+    compute_dtype: Literal["float32", "bfloat16"] = field("float32", "dtype of the network's matmuls and convolutions (bfloat16 pays on GPU/TPU; parameters, optimizer state and losses stay float32)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,9 @@
 `ActorCritic` maps an observation batch to masked-policy logits and a value. The torso is an MLP
 for vector observations or a small convolutional stack for boards and grids (observations of
 shape ``[H, W, C]``). Actor and critic have separate torsos, as in the PPO reference
-implementations, so the value loss does not disturb the policy's features.
+implementations, so the value loss does not disturb the policy's features. ``dtype`` is the compute
+dtype of the layers (bfloat16 on accelerators); parameters stay float32 and the heads return
+float32.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ class Torso(nnx.Module):
         conv_channels: Sequence[int],
         activation: str,
         rngs: nnx.Rngs,
+        dtype: jnp.dtype = jnp.float32,
     ):
         self.kind = kind
+        self.dtype = dtype
         self.observation_ndim = len(observation_shape)
         self.activation = _ACTIVATIONS[activation]
         init = nnx.initializers.orthogonal(math.sqrt(2.0))
@@ -49,20 +53,20 @@ class Torso(nnx.Module):
                 raise ValueError(f"a conv torso needs [H, W, C] observations, got shape {tuple(observation_shape)}")
             channels = observation_shape[-1]
             for width in conv_channels:
-                self.convs.append(nnx.Conv(channels, width, (3, 3), padding="SAME", kernel_init=init, rngs=rngs))
+                self.convs.append(nnx.Conv(channels, width, (3, 3), padding="SAME", kernel_init=init, dtype=dtype, rngs=rngs))
                 channels = width
             flat = observation_shape[0] * observation_shape[1] * channels
         else:
             flat = int(math.prod(observation_shape))
         self.layers = nnx.List()
         for width in hidden_sizes:
-            self.layers.append(nnx.Linear(flat, width, kernel_init=init, rngs=rngs))
+            self.layers.append(nnx.Linear(flat, width, kernel_init=init, dtype=dtype, rngs=rngs))
             flat = width
         self.output_size = flat
 
     def __call__(self, observation: jax.Array) -> jax.Array:
         batch_shape = observation.shape[: observation.ndim - self.observation_ndim]
-        x = observation.astype(jnp.float32).reshape((-1,) + observation.shape[len(batch_shape):])
+        x = observation.astype(self.dtype).reshape((-1,) + observation.shape[len(batch_shape):])
         for conv in self.convs:
             x = self.activation(conv(x))
         x = x.reshape((x.shape[0], -1))
@@ -83,23 +87,25 @@ class ActorCritic(nnx.Module):
         hidden_sizes: Sequence[int] = (64, 64),
         conv_channels: Sequence[int] = (32, 32),
         activation: str = "tanh",
+        dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        options = dict(kind=kind, hidden_sizes=hidden_sizes, conv_channels=conv_channels, activation=activation)
+        options = dict(kind=kind, hidden_sizes=hidden_sizes, conv_channels=conv_channels, activation=activation, dtype=dtype)
         self.actor_torso = Torso(observation_shape, **options, rngs=rngs)
         self.critic_torso = Torso(observation_shape, **options, rngs=rngs)
         self.policy_head = nnx.Linear(
             self.actor_torso.output_size, num_actions,
-            kernel_init=nnx.initializers.orthogonal(0.01), rngs=rngs,
+            kernel_init=nnx.initializers.orthogonal(0.01), dtype=dtype, rngs=rngs,
         )
         self.value_head = nnx.Linear(
-            self.critic_torso.output_size, 1, kernel_init=nnx.initializers.orthogonal(1.0), rngs=rngs
+            self.critic_torso.output_size, 1, kernel_init=nnx.initializers.orthogonal(1.0), dtype=dtype, rngs=rngs
         )
 
     def __call__(self, observation: jax.Array) -> tuple[jax.Array, jax.Array]:
-        logits = self.policy_head(self.actor_torso(observation))
-        value = self.value_head(self.critic_torso(observation))[..., 0]
-        return logits, value
+        # Heads return float32 whatever the compute dtype: log-probabilities, ratios and losses
+        # lose too much in bfloat16.
+        logits = self.policy_head(self.actor_torso(observation)).astype(jnp.float32)
+        return logits, self.value(observation)
 
     def value(self, observation: jax.Array) -> jax.Array:
-        return self.value_head(self.critic_torso(observation))[..., 0]
+        return self.value_head(self.critic_torso(observation))[..., 0].astype(jnp.float32)

@@ -101,17 +101,21 @@ def make_ppo(
     update_rule: str = "ppo_clip",
     normalize_advantages: bool = True,
     clip_value_loss: bool = True,
+    compute_dtype: str = "float32",
 ) -> PPO:
     """Builds PPO for observations ``observation_shape`` and ``num_actions`` discrete actions.
 
     ``total_updates`` is the number of `update` calls of the whole run (for annealing).
+    ``compute_dtype`` is the network's matmul dtype ("bfloat16" on accelerators); parameters,
+    optimizer state, logits, values and losses are float32 either way.
     """
     rule = make_update_rule(update_rule)
 
     def build_model(key):
         return ActorCritic(
             observation_shape, num_actions, kind=network, hidden_sizes=hidden_sizes,
-            conv_channels=conv_channels, activation=activation, rngs=nnx.Rngs(params=key),
+            conv_channels=conv_channels, activation=activation, dtype=jnp.dtype(compute_dtype),
+            rngs=nnx.Rngs(params=key),
         )
 
     graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: build_model(jax.random.key(0))))
