@@ -106,7 +106,12 @@ class Checkpointer:
         return self._manager.best_step()
 
     def save(self, step: int, state: Any, metadata: dict, score: float | None = None) -> None:
-        """Writes ``state`` at ``step`` (asynchronously); ``score`` (higher is better) ranks the best one."""
+        """Writes ``state`` at ``step`` (asynchronously); ``score`` (higher is better) ranks the best one.
+
+        ``state`` holds host arrays or (sharded) `jax.Array`s; they must not be donated or
+        deleted until the write is done (`wait`). In a multi-host job every process calls this
+        with the same step: each writes the shards it holds, and the metadata is written once.
+        """
         ocp = _ocp()
         arrays = flatten_state(state)
         metadata = dict(metadata, format_version=FORMAT_VERSION, step=int(step))
@@ -119,22 +124,30 @@ class Checkpointer:
         )
 
     def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict]:
-        """Restores the state at ``step`` (default: latest) into ``template``'s structure."""
+        """Restores the state at ``step`` (default: latest) into ``template``'s structure.
+
+        Each leaf lands with the template leaf's sharding (a `jax.Array`'s, or a
+        `jax.ShapeDtypeStruct`'s when it has one), else on this process's first device. So a
+        checkpoint written from one device layout can be read onto any other, and in a multi-host
+        job every process reads only its own shards.
+        """
         ocp = _ocp()
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"{self.directory}: no checkpoint found")
         where = f"{self.directory}/{step}"
         metadata = self.read_metadata(step)
-        abstract = {
-            k: jax.ShapeDtypeStruct(np.shape(v), v.dtype) for k, v in flatten_state(template).items()
-        }
+        abstract = {k: _restore_target(v) for k, v in flatten_state(template).items()}
         try:
             stored = self._manager.item_metadata(step)["state"]
             if stored is not None:
                 keys = set(stored.keys())
                 if keys != set(abstract):
                     unflatten_state(template, {k: np.zeros(0) for k in keys}, where)
+                # Shapes and dtypes too, before orbax is asked to read into the target layout.
+                if all(getattr(m, "shape", None) is not None and getattr(m, "dtype", None) is not None for m in stored.values()):
+                    described = {k: jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(m.dtype)) for k, m in stored.items()}
+                    unflatten_state(template, described, where)
             restored = self._manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
             )["state"]
@@ -156,6 +169,13 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _restore_target(leaf: Any) -> jax.ShapeDtypeStruct:
+    sharding = getattr(leaf, "sharding", None)
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.ShapeDtypeStruct(np.shape(leaf), leaf.dtype, sharding=sharding)
 
 
 def read_metadata(step_dir: str | Path) -> dict:

@@ -28,10 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help="random seed (overrides train.seed)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. --set train.total_env_steps=100000")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_scale_out_flags(train)
 
     resume = sub.add_parser("resume", help="continue a run from its latest checkpoint")
     resume.add_argument("run_dir")
     resume.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_scale_out_flags(resume)
 
     evaluate = sub.add_parser("eval", help="evaluate a run directory or checkpoint")
     evaluate.add_argument("path", help="run directory (best checkpoint, else latest) or checkpoint folder")
@@ -68,6 +70,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_scale_out_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("devices and hosts")
+    group.add_argument("--mesh", metavar="pop=P,data=D", help="device layout: P devices split the population, D each member's env batch (default: chosen from the devices; sets train.mesh_pop / train.mesh_data)")
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="multi-host job: address of process 0 (default $JAX_COORDINATOR_ADDRESS)")
+    group.add_argument("--num-processes", type=int, metavar="N", help="multi-host job: number of processes, one per host (default $JAX_NUM_PROCESSES)")
+    group.add_argument("--process-id", type=int, metavar="I", help="multi-host job: this process's index, 0..N-1 (default $JAX_PROCESS_ID)")
+    group.add_argument("--distributed", action="store_true", help="join the multi-host job the cluster describes (TPU pod slice, SLURM, Open MPI) without the three flags above")
+    group.add_argument("--peer-timeout", type=int, default=300, metavar="SECONDS", help="multi-host job: how long to wait for the others to join, and for a silent one before every process stops (default 300)")
+
+
+def _join_job(args) -> bool:
+    """Joins the multi-host job the flags (or environment) describe; False for a lone process."""
+    from superlearner import distributed
+
+    return distributed.initialize(
+        args.coordinator, args.num_processes, args.process_id, auto=args.distributed, timeout=args.peer_timeout,
+    )
+
+
+def _run_job(run):
+    """Runs ``run()``; when another process of the job is lost, prints one line and ends at once."""
+    from superlearner import distributed
+
+    try:
+        return run()
+    except distributed.PeerLostError as error:
+        print(f"error: {error}", file=sys.stderr)
+        distributed.exit_now(2)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -84,34 +116,53 @@ def main(argv: list[str] | None = None) -> int:
 
 def _cmd_train(args) -> int:
     from superlearner.config import load_config, validate_semantics
+    from superlearner.distributed import parse_mesh
     from superlearner.trainer import train
 
+    mesh = parse_mesh(args.mesh) if args.mesh else {}
+    joined = _join_job(args)  # before anything touches a device
     overrides = list(args.set)
     if args.seed is not None:
         if args.seed < 0:
             raise UserError(f"--seed {args.seed}: must be a non-negative integer")
         overrides.append(f"train.seed={args.seed}")
+    overrides += [f"train.mesh_{axis}={size}" for axis, size in mesh.items()]
     config = load_config(args.experiment, overrides)
     validate_semantics(config, source=args.experiment)
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = train(config, run_dir, show_progress=not args.no_progress)
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+    elif joined:
+        # Each host's clock would name another directory.
+        raise UserError("a multi-host job needs --run-dir (on a file system every host sees)")
+    else:
+        run_dir = Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = _run_job(lambda: train(config, run_dir, show_progress=not args.no_progress))
     return _finish(result, config)
 
 
 def _cmd_resume(args) -> int:
+    from superlearner.distributed import parse_mesh
     from superlearner.trainer import read_run_config, resume
 
-    result = resume(args.run_dir, show_progress=not args.no_progress)
+    mesh = parse_mesh(args.mesh) if args.mesh else None
+    _join_job(args)
+    result = _run_job(lambda: resume(args.run_dir, mesh=mesh, show_progress=not args.no_progress))
     return _finish(result, read_run_config(Path(args.run_dir)))
 
 
 def _finish(result, config) -> int:
+    from superlearner.distributed import is_main_process
+
+    # In a multi-host job every process evaluates (the checkpoint is read by all), process 0 reports.
+    main = is_main_process()
     state = "finished" if result.completed else ("stopped; resume with `superlearner resume " + str(result.run_dir) + "`")
-    print(f"run {state}: {result.env_steps:,} env steps per member in {result.wall_time:.1f} s -> {result.run_dir}")
+    if main:
+        print(f"run {state}: {result.env_steps:,} env steps per member in {result.wall_time:.1f} s -> {result.run_dir}")
     if result.completed and config.train.eval_episodes > 0 and not result.stopped_by_signal:
         outcome = _evaluate(result.run_dir, config.train.eval_episodes, seed=0, greedy=True)
-        (Path(result.run_dir) / "eval.json").write_text(json.dumps(outcome.to_dict(), indent=2))
-        print(_eval_line(outcome))
+        if main:
+            (Path(result.run_dir) / "eval.json").write_text(json.dumps(outcome.to_dict(), indent=2))
+            print(_eval_line(outcome))
     return 0
 
 

@@ -4,6 +4,12 @@
 Ctrl-C and SIGTERM (what preemptible cloud machines send) finish the chunk in flight, write a
 checkpoint and return. A NaN or infinity in a loss or the parameters stops the run with a
 message naming the iteration and the metric; the last good checkpoint is left as it was.
+
+The TrainState lives on a device mesh (`superlearner.distributed`): ``train.mesh_pop`` devices
+split the population, ``train.mesh_data`` split each member's env batch, and the train chunk is
+compiled for that layout. In a multi-host job every process runs this same loop; process 0
+alone writes the run directory, the logs and the progress bar, all processes write and restore
+checkpoints together, and a stop (signal) on any process stops all of them at the same chunk.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import dataclasses
 import json
 import math
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -23,9 +30,10 @@ import numpy as np
 import yaml
 
 import superlearner
+from superlearner import distributed
 from superlearner.checkpoint import CHECKPOINT_DIR, Checkpointer
 from superlearner.config import ExperimentConfig, config_from_dict, config_to_dict, validate_semantics
-from superlearner.engine import Engine, TrainState, make_engine
+from superlearner.engine import Engine, TrainState, initial_state, make_engine
 from superlearner.errors import ConfigError, UserError
 from superlearner.logs import MetricsLog
 
@@ -49,10 +57,18 @@ class RunResult:
     stopped_by_signal: bool
     wall_time: float
     last_metrics: dict
+    mesh: str = ""
 
 
 def prepare_run_dir(run_dir: Path, config: ExperimentConfig) -> None:
     """Creates ``run_dir`` for a new run; refuses one that already holds a run."""
+    check_new_run_dir(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """Raises UserError when ``run_dir`` already holds a run or is not a directory."""
     if run_dir.exists():
         markers = [name for name in (CONFIG_FILE, CHECKPOINT_DIR, MetricsLog.FILE) if (run_dir / name).exists()]
         if markers:
@@ -62,8 +78,6 @@ def prepare_run_dir(run_dir: Path, config: ExperimentConfig) -> None:
             )
         if not run_dir.is_dir():
             raise UserError(f"{run_dir} exists and is not a directory")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 def read_run_config(run_dir: Path) -> ExperimentConfig:
@@ -116,7 +130,6 @@ def _first_non_finite(metrics: dict, valid: np.ndarray, base_iteration: int) -> 
     return None
 
 
-@jax.jit
 def _all_finite(tree) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
@@ -130,47 +143,98 @@ def train(
     max_chunks: int | None = None,
     on_chunk: Callable[[dict], None] | None = None,
 ) -> RunResult:
-    """Starts a new run of ``config`` in ``run_dir`` (which must not hold another run)."""
+    """Starts a new run of ``config`` in ``run_dir`` (which must not hold another run).
+
+    In a multi-host job every process calls this with the same arguments; ``run_dir`` must be
+    on a file system they all see.
+    """
     validate_semantics(config)
     engine = make_engine(config)  # validates the env id and options before anything is written
+    mesh = make_run_mesh(config)
     run_dir = Path(run_dir)
-    prepare_run_dir(run_dir, config)
-    return _run(engine, run_dir, resume=False, show_progress=show_progress, max_chunks=max_chunks, on_chunk=on_chunk)
+    check_new_run_dir(run_dir)
+    distributed.sync("superlearner: run directory checked")  # before process 0 writes into it
+    if distributed.is_main_process():
+        prepare_run_dir(run_dir, config)
+    distributed.sync("superlearner: run directory written")
+    return _run(engine, mesh, run_dir, resume=False, show_progress=show_progress, max_chunks=max_chunks, on_chunk=on_chunk)
 
 
 def resume(
     run_dir: str | Path,
     *,
+    mesh: dict[str, int] | None = None,
     show_progress: bool = True,
     max_chunks: int | None = None,
     on_chunk: Callable[[dict], None] | None = None,
 ) -> RunResult:
     """Continues the run in ``run_dir`` from its latest checkpoint to its configured end.
 
-    A run that died before its first checkpoint starts again from the beginning.
+    A run that died before its first checkpoint starts again from the beginning. ``mesh``
+    (``{"pop": 2, "data": 4}``, either may be left out) replaces the run's device layout, e.g. to
+    continue on a machine with another number of devices; the checkpoint is read onto the new
+    layout.
     """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
+    if mesh:
+        config = with_mesh(config, mesh)
     validate_semantics(config)
     engine = make_engine(config)
-    return _run(engine, run_dir, resume=True, show_progress=show_progress, max_chunks=max_chunks, on_chunk=on_chunk)
+    device_mesh = make_run_mesh(config)
+    return _run(engine, device_mesh, run_dir, resume=True, show_progress=show_progress, max_chunks=max_chunks, on_chunk=on_chunk)
 
 
-def _run(engine: Engine, run_dir: Path, *, resume: bool, show_progress: bool, max_chunks, on_chunk) -> RunResult:
+def with_mesh(config: ExperimentConfig, mesh: dict[str, int]) -> ExperimentConfig:
+    """``config`` with ``train.mesh_pop`` / ``train.mesh_data`` from ``{"pop": P, "data": D}``."""
+    changes = {f"mesh_{axis}": size for axis, size in mesh.items()}
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
+
+
+def make_run_mesh(config: ExperimentConfig, source: str = "config") -> jax.sharding.Mesh:
+    """The device mesh ``config`` asks for (train.mesh_pop, train.mesh_data; 0 = choose)."""
+    shape = distributed.resolve_mesh_shape(
+        config.train.population_size, config.learner.num_envs, jax.device_count(),
+        config.train.mesh_pop, config.train.mesh_data, require_all=jax.process_count() > 1, source=source,
+    )
+    return distributed.make_mesh(shape)
+
+
+def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bool, max_chunks, on_chunk) -> RunResult:
     config = engine.config
+    main = distributed.is_main_process()
+    multi = jax.process_count() > 1
+    show_progress = show_progress and main
     chunk_size = config.train.iterations_per_chunk
+    size, num_envs = config.train.population_size, config.learner.num_envs
+    if show_progress and mesh.devices.size < jax.device_count():
+        print(
+            f"note: training on {distributed.describe(mesh)} of {jax.device_count()} devices: "
+            f"population_size={size} and num_envs={num_envs} split over no more",
+            file=sys.stderr,
+        )
+    shardings = distributed.train_state_shardings(
+        jax.eval_shape(lambda: engine.init(config.train.seed)), mesh, size, num_envs
+    )
+    whole = distributed.replicated(mesh)
     checkpointer = Checkpointer(run_dir, keep=config.train.keep_checkpoints)
     # Jitted, so every leaf is its own buffer (the chunk donates them all).
-    state = jax.jit(engine.init, static_argnums=0)(config.train.seed)
+    state = initial_state(engine, config.train.seed, shardings)
     wall_offset = 0.0
     if resume and checkpointer.latest_step() is not None:
         state, metadata = checkpointer.restore(state)
         _check_compatible(engine, metadata, run_dir)
         wall_offset = float(metadata.get("wall_time", 0.0))
     iteration = int(state.iteration)
-    log = MetricsLog(run_dir, config, resume_from=iteration if resume else None)
+    log = MetricsLog(run_dir, config, resume_from=iteration if resume else None) if main else _NoLog()
 
-    chunk_fn = jax.jit(engine.train_chunk, static_argnums=1, donate_argnums=0)
+    # Metrics come back replicated, so every process (and device_get) can read them whole.
+    chunk_fn = jax.jit(engine.train_chunk, static_argnums=1, donate_argnums=0, out_shardings=(shardings, whole))
+    gather = jax.jit(lambda tree: tree, out_shardings=whole)
+    all_finite = jax.jit(_all_finite, out_shardings=whole)
+    # An on-device copy for the checkpoint writer: the state's own buffers are donated to the
+    # next chunk while the checkpoint is still being written in the background.
+    snapshot = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree), out_shardings=shardings)
     probe = None
     if engine.env.num_players > 1 and config.arena.every_chunks > 0 and (config.arena.anchors or engine.env.id == "kuhn_poker"):
         from superlearner.arena import StrengthProbe
@@ -189,16 +253,26 @@ def _run(engine: Engine, run_dir: Path, *, resume: bool, show_progress: bool, ma
         return wall_offset + time.perf_counter() - start
 
     progress = _Progress(show_progress, total_steps, iteration * steps_per_iteration, config.name)
+    peer_lost = False
     try:
         with _stop_on_signals() as stop, progress:
             while iteration < engine.num_iterations:
                 chunk_start = time.perf_counter()
-                state, metrics = chunk_fn(state, chunk_size)
-                metrics = jax.device_get(metrics)
+                try:
+                    state, metrics = chunk_fn(state, chunk_size)
+                    metrics = jax.device_get(metrics)
+                    params_finite = bool(all_finite(state.learner.params))
+                    hparams = jax.device_get(gather(state.hparams))
+                    # One process told to stop (a signal) stops them all, at the same chunk.
+                    stop_now = _any_process(stop["stop"]) if multi else stop["stop"]
+                except Exception as error:
+                    if multi and _is_peer_failure(error):
+                        raise distributed.peer_lost(error, f"in the chunk after iteration {iteration}") from None
+                    raise
                 valid = np.asarray(metrics.pop("valid"))
                 metrics.pop("iteration")
                 bad = _first_non_finite(metrics, valid, iteration)
-                if bad is None and not bool(_all_finite(state.learner.params)):
+                if bad is None and not params_finite:
                     bad = (iteration + int(valid.sum()), "parameters")
                 if bad is not None:
                     at, name = bad
@@ -212,37 +286,46 @@ def _run(engine: Engine, run_dir: Path, *, resume: bool, show_progress: bool, ma
                 last_metrics = {name: np.asarray(values[last]).tolist() for name, values in metrics.items()}
                 finished = iteration >= engine.num_iterations
                 if probe is not None and (chunks_done % config.arena.every_chunks == 0 or finished):
+                    # The probe reads members one by one: in a multi-host job it gets them whole.
+                    probed = state.replace(learner=gather(state.learner), league=gather(state.league)) if multi else state
                     # Keyed by iteration, so a resumed run measures with the same randomness.
-                    last_metrics.update(probe.measure(state, jax.random.fold_in(probe_key, iteration)))
+                    last_metrics.update(probe.measure(probed, jax.random.fold_in(probe_key, iteration)))
                 record = log.write(
                     iteration=iteration,
                     env_steps=iteration * steps_per_iteration,
                     wall_time=wall_time(),
                     steps_per_second=done_now * steps_per_iteration * config.train.population_size / max(elapsed, 1e-9),
                     metrics=last_metrics,
-                    hparams={k: np.asarray(v).tolist() for k, v in dataclasses.asdict(jax.device_get(state.hparams)).items()},
+                    hparams={k: np.asarray(v).tolist() for k, v in dataclasses.asdict(hparams).items()},
                 )
                 progress.update(iteration * steps_per_iteration, last_metrics)
                 if on_chunk is not None:
                     on_chunk(record)
                 due = chunks_done % config.train.checkpoint_every_chunks == 0
                 out_of_chunks = max_chunks is not None and chunks_done >= max_chunks
-                if finished or due or stop["stop"] or out_of_chunks:
+                if finished or due or stop_now or out_of_chunks:
                     score = float(np.nanmean(last_metrics.get("episode_return", [np.nan])))
-                    # A host copy: the device buffers are donated to the next chunk while the
-                    # checkpoint is still being written in the background.
-                    checkpointer.save(
-                        iteration, jax.device_get(state), checkpoint_metadata(engine, iteration, wall_time()),
-                        score=score if math.isfinite(score) else None,
-                    )
+                    try:
+                        checkpointer.save(
+                            iteration, snapshot(state), checkpoint_metadata(engine, iteration, wall_time()),
+                            score=score if math.isfinite(score) else None,
+                        )
+                    except Exception as error:
+                        if multi and _is_peer_failure(error):
+                            raise distributed.peer_lost(error, f"while saving the checkpoint of iteration {iteration}") from None
+                        raise
                     last_saved = iteration
-                if stop["stop"]:
+                if stop_now:
                     stopped_by_signal = True
                     break
                 if out_of_chunks:
                     break
+    except distributed.PeerLostError:
+        peer_lost = True
+        raise
     finally:
-        checkpointer.close()
+        if not peer_lost:  # closing waits for the other processes, which are gone
+            checkpointer.close()
         log.close()
     return RunResult(
         run_dir=run_dir,
@@ -252,7 +335,34 @@ def _run(engine: Engine, run_dir: Path, *, resume: bool, show_progress: bool, ma
         stopped_by_signal=stopped_by_signal,
         wall_time=wall_time(),
         last_metrics=last_metrics,
+        mesh=f"pop={mesh.shape[distributed.POP]},data={mesh.shape[distributed.DATA]}",
     )
+
+
+# Words in the errors XLA, gloo and the coordination service raise when a peer process is gone.
+_PEER_FAILURE_WORDS = ("gloo", "connection", "unavailable", "deadline", "barrier", "coordination", "heartbeat", "peer", "socket")
+
+
+def _is_peer_failure(error: BaseException) -> bool:
+    text = f"{type(error).__name__} {error}".lower()
+    return not isinstance(error, UserError) and any(word in text for word in _PEER_FAILURE_WORDS)
+
+
+def _any_process(flag: bool) -> bool:
+    """Whether ``flag`` is true on any process of the job (a small collective)."""
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray([flag]))))
+
+
+class _NoLog:
+    """The metrics log of processes other than 0: records are made, not written."""
+
+    def write(self, **record: Any) -> dict:
+        return record
+
+    def close(self) -> None:
+        pass
 
 
 def _check_compatible(engine: Engine, metadata: dict, run_dir: Path) -> None:
