@@ -4,8 +4,16 @@
                                      [--repeats R] [--no-pgx] [--no-write] [--output PATH]
 
 Families:
-  envs   batched random-play throughput of every registered env (and of pgx's games, when pgx is
-         installed, under the identical harness).
+  envs        batched random-play throughput of every registered env (and of pgx's games, when pgx
+              is installed, under the identical harness).
+  ppo         PPO training time on CartPole at PureJaxRL's settings; larger batches, many seeds at
+              once, and the engine's overhead against chunk size.
+  selfplay    league self-play PPO throughput of the board-game presets next to single-agent PPO.
+  curriculum  maze curricula (DR, PLR, ACCEL, SFL) throughput and their overhead over DR.
+  meta        wall-time overhead of population based training over independent members.
+  alphazero   AlphaZero self-play iteration time at pgx's AlphaZero example settings.
+  memory      device memory (state, temporaries, peak) of every preset's compiled train chunk.
+  precision   bfloat16 against float32 network compute: speed and learning.
 
 A family is one function ``bench_<name>(args) -> Report`` and one line in ``FAMILIES`` that names
 it, its help text and its own command-line arguments; the shared arguments (``--repeats``,
@@ -48,6 +56,8 @@ load average before the run: figures taken while other processes kept the CPU bu
   (uniformly random legal actions, auto-reset, one `lax.scan` of N steps under `jit`, compile
   excluded, best of a few repeats), for every registered env and, when pgx is installed, for
   pgx's `tic_tac_toe`, `connect_four` and `othello` under the identical harness.
+* `ppo`, `selfplay`, `curriculum`, `meta`, `alphazero`, `memory`, `precision`: training speed,
+  overheads and memory of the engine's learners and presets (each section says what it timed).
 """
 
 
@@ -257,25 +267,22 @@ def format_rate(rate: float) -> str:
 PUREJAXRL_REFERENCE = {"with_compile": (6.4, 7.8), "without_compile": (2.8, 3.4)}
 
 
-def _timed_training(overrides: dict, chunk: int | None = None, repeats: int = 1) -> dict:
-    """Builds an engine from the cartpole_ppo preset with ``overrides`` and trains it to the end
-    twice: once including compilation, then (best of ``repeats``) with the compiled chunk."""
+def _timed_training(overrides: dict, chunk: int | None = None, repeats: int = 1, preset: str = "cartpole_ppo") -> dict:
+    """Builds an engine from ``preset`` with ``overrides`` and trains it to the end twice: once
+    including compilation (engine construction, init and the chunk), then (best of
+    ``repeats``, other seeds) with every program compiled."""
     import numpy as np
 
-    from superlearner.config import apply_overrides, config_from_dict, load_config, config_to_dict
-    from superlearner.engine import make_engine
+    from superlearner.engine import initial_state, make_engine
 
-    base = config_to_dict(load_config("cartpole_ppo"))
-    raw = apply_overrides(base, [f"{k}={v}" for k, v in overrides.items()])
-    config = config_from_dict(raw)
+    config = _preset_config(preset, overrides)
     size = chunk or config.train.iterations_per_chunk
     start = time.perf_counter()
     engine = make_engine(config)
-    init = jax.jit(engine.init, static_argnums=0)
     run = jax.jit(engine.train_chunk, static_argnums=1, donate_argnums=0)
 
     def train_all(seed):
-        state = init(seed)
+        state = initial_state(engine, seed)
         metrics = None
         while int(state.iteration) < engine.num_iterations:
             state, metrics = run(state, size)
@@ -291,7 +298,38 @@ def _timed_training(overrides: dict, chunk: int | None = None, repeats: int = 1)
         train_all(config.train.seed + 1 + repeat)
         without = min(without, time.perf_counter() - start)
     steps = engine.num_iterations * engine.env_steps_per_iteration * config.train.population_size
-    return dict(steps=steps, with_compile=with_compile, without_compile=without, final_return=final_return)
+    return dict(steps=steps, with_compile=with_compile, without_compile=without, final_return=final_return,
+                iterations=engine.num_iterations)
+
+
+def _preset_config(preset: str, overrides: dict):
+    """A preset's config with ``{key: value}`` overrides (as ``--set key=value``), logging off."""
+    from superlearner.config import apply_overrides, config_from_dict, config_to_dict, load_config
+
+    base = config_to_dict(load_config(preset))
+    raw = apply_overrides(base, [f"{k}={v}" for k, v in {"log.tensorboard": "false", **overrides}.items()])
+    return config_from_dict(raw, source=preset)
+
+
+def _chunk_throughput(preset: str, overrides: dict, iterations: int, repeats: int) -> dict:
+    """Env steps per second of ``iterations`` train iterations of ``preset`` (one compiled chunk,
+    compile timed apart, best of ``repeats`` calls), without the host loop's logging."""
+    from superlearner.engine import initial_state, make_engine
+
+    config = _preset_config(preset, overrides)
+    start = time.perf_counter()
+    engine = make_engine(config)
+    state = initial_state(engine, config.train.seed)
+    compiled = jax.jit(engine.train_chunk, static_argnums=1).lower(state, iterations).compile()
+    compile_seconds = time.perf_counter() - start
+    jax.block_until_ready(compiled(state))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(state))
+        best = min(best, time.perf_counter() - start)
+    steps = iterations * engine.env_steps_per_iteration * config.train.population_size
+    return dict(config=config, engine=engine, compile=compile_seconds, seconds=best, rate=steps / best, steps=steps)
 
 
 def bench_ppo(args: argparse.Namespace) -> Report:
@@ -336,6 +374,208 @@ def bench_ppo(args: argparse.Namespace) -> Report:
 
 
 # ---------------------------------------------------------------------------------------------
+# selfplay: league self-play throughput next to single-agent PPO.
+
+SELFPLAY_PRESETS = ("tic_tac_toe_selfplay", "connect_four_selfplay", "othello_selfplay", "kuhn_poker_selfplay")
+
+
+def bench_selfplay(args: argparse.Namespace) -> Report:
+    """Learner decisions per second of the self-play presets (rollout against league opponents,
+    PPO update and league bookkeeping), and cartpole PPO at each preset's batch shape."""
+    rows = []
+    for preset in args.presets:
+        result = _chunk_throughput(preset, {}, args.iterations, args.repeats)
+        lc = result["config"].learner
+        single = _chunk_throughput("cartpole_ppo", {"learner.num_envs": lc.num_envs, "learner.num_steps": lc.num_steps,
+                                                    "learner.num_minibatches": lc.num_minibatches, "learner.num_epochs": lc.num_epochs},
+                                   args.iterations, args.repeats)
+        rows.append([preset, f"{lc.num_envs} x {lc.num_steps}", format_rate(result["rate"]), format_rate(single["rate"]),
+                     f"{result['rate'] / single['rate']:.2f}", f"{result['compile']:.1f}"])
+        print(f"  {preset:<24} {format_rate(result['rate']):>8} decisions/s", file=sys.stderr)
+    notes = [
+        "A learner decision is one move of the learning agent together with the league opponent's "
+        "replies (every env move of the opponent is extra work not counted in the rate).",
+        f"Timed: one compiled chunk of {args.iterations} iterations (rollout, PPO update, league "
+        f"bookkeeping), compile excluded, best of {args.repeats}. The cartpole column is single-agent "
+        "PPO with the same envs x steps, epochs and minibatches.",
+    ]
+    table = Table("Self-play PPO throughput", ["preset", "envs x steps", "decisions/s", "cartpole PPO steps/s (same shape)",
+                                               "ratio", "s compile"], rows)
+    return Report("selfplay: league self-play throughput", notes, [table])
+
+
+# ---------------------------------------------------------------------------------------------
+# curriculum: level samplers inside the chunk, against domain randomisation.
+
+CURRICULUM_PRESETS = ("maze_dr", "maze_plr", "maze_accel", "maze_sfl")
+# JaxUED's maze examples (32 envs, convolutional LSTM policy) on the 2-core CPU this project is
+# developed on, env steps per second; not rerun here (not our code).
+JAXUED_REFERENCE = {"maze_dr": "4.4k", "maze_plr": "5.4k-6.0k"}
+
+
+def bench_curriculum(args: argparse.Namespace) -> Report:
+    results = {preset: _chunk_throughput(preset, {}, args.iterations, args.repeats) for preset in args.presets}
+    base = results.get("maze_dr")
+    rows = []
+    for preset, result in results.items():
+        overhead = f"{100 * (base['rate'] / result['rate'] - 1):+.1f}%" if base else "-"
+        rows.append([preset, result["config"].curriculum.kind, format_rate(result["rate"]), overhead,
+                     JAXUED_REFERENCE.get(preset, "-"), f"{result['compile']:.1f}"])
+        print(f"  {preset:<12} {format_rate(result['rate']):>8} steps/s", file=sys.stderr)
+    lc = next(iter(results.values()))["config"].learner
+    notes = [
+        f"Timed: one compiled chunk of {args.iterations} iterations ({lc.num_envs} envs x {lc.num_steps} steps, "
+        f"the presets' MLP policy), compile excluded, best of {args.repeats}; the wall time per iteration "
+        "includes the sampler, level scoring and buffer updates.",
+        "Overhead is the extra wall time per env step against domain randomisation (maze_dr) in this run.",
+        "JaxUED column: reference figures for its maze examples (32 envs, a convolutional LSTM policy) "
+        "on this machine class, not rerun here; the policies differ.",
+    ]
+    table = Table("Curriculum throughput on 13x13 mazes", ["preset", "sampler", "env steps/s", "time vs DR",
+                                                           "JaxUED (reference)", "s compile"], rows)
+    return Report("curriculum: level samplers in the train chunk", notes, [table])
+
+
+# ---------------------------------------------------------------------------------------------
+# meta: the cost of population based training over independent members.
+
+
+def bench_meta(args: argparse.Namespace) -> Report:
+    overrides = {"train.total_env_steps": args.total_env_steps}
+    results = {}
+    for _ in range(args.repeats):  # interleaved, so load hits both alike
+        for preset in ("cartpole_population", "cartpole_pbt"):
+            result = _timed_training(overrides, preset=preset)
+            if preset not in results or result["with_compile"] < results[preset]["with_compile"]:
+                results[preset] = result
+    plain, pbt = results["cartpole_population"], results["cartpole_pbt"]
+    rows = [
+        [name, f"{r['with_compile']:.1f}", f"{r['without_compile']:.1f}", format_rate(r["steps"] / r["without_compile"])]
+        for name, r in (("8 members, no adaptation", plain), ("8 members, PBT", pbt))
+    ]
+    overhead = 100 * (pbt["without_compile"] / plain["without_compile"] - 1)
+    notes = [
+        f"Whole runs of {args.total_env_steps} env steps per member (cartpole_population and cartpole_pbt "
+        f"presets: 8 members, 4 envs x 128 steps each), best of {args.repeats} interleaved repeats.",
+        f"PBT's overhead over independent members, compile excluded: {overhead:+.1f}% of wall time.",
+    ]
+    table = Table("Population of 8 on cartpole", ["run", "s with compile", "s without", "env steps/s (all members)"], rows)
+    return Report("meta: adaptation overhead", notes, [table])
+
+
+# ---------------------------------------------------------------------------------------------
+# alphazero: self-play with search at pgx's AlphaZero example settings.
+
+# pgx's AlphaZero example (connect_four, 3 residual blocks of 32 channels, 16 simulations, 256
+# games x 64 moves per iteration) on the 2-core CPU this project is developed on; not rerun here.
+PGX_ALPHAZERO_REFERENCE = (16.0, 17.0)
+
+
+def bench_alphazero(args: argparse.Namespace) -> Report:
+    from superlearner.learners.alphazero import AlphaZeroHparams, AlphaZeroSettings, make_alphazero
+
+    env = sl.make("connect_four")
+    hparams = AlphaZeroHparams.from_values()
+    rows = []
+    for num_envs in args.num_envs:
+        settings = AlphaZeroSettings(num_envs=num_envs, unroll_length=64, num_simulations=16, channels=32,
+                                     num_blocks=3, batch_size=1024, num_updates=16, min_replay_size=1024,
+                                     replay_capacity=max(65536, num_envs * 64 * 2))
+        learner = make_alphazero(env, settings)
+        start = time.perf_counter()
+        state = jax.jit(learner.init)(jax.random.key(0))
+        iteration = jax.jit(learner.iteration).lower(state, hparams, jax.random.key(1)).compile()
+        compile_seconds = time.perf_counter() - start
+        state, _ = iteration(state, hparams, jax.random.key(1))  # warm up, and fill the buffer for SGD
+        jax.block_until_ready(state)
+        best = float("inf")
+        for repeat in range(args.repeats):
+            start = time.perf_counter()
+            state, metrics = iteration(state, hparams, jax.random.key(2 + repeat))
+            jax.block_until_ready(state)
+            best = min(best, time.perf_counter() - start)
+        positions = num_envs * 64
+        reference = f"{PGX_ALPHAZERO_REFERENCE[0]:.0f}-{PGX_ALPHAZERO_REFERENCE[1]:.0f}" if num_envs == 256 else "-"
+        rows.append([str(num_envs), f"{best:.2f}", reference, format_rate(positions / best), f"{compile_seconds:.1f}"])
+        print(f"  games={num_envs:<6} {best:.2f} s/iteration", file=sys.stderr)
+    notes = [
+        "One iteration: every game plays 64 moves with Gumbel MuZero search (16 simulations, the env as "
+        "the model), positions enter the replay ring, then 16 SGD steps on minibatches of 1024; the "
+        "network is 3 residual blocks of 32 channels. Best of the timed iterations after a warm-up one.",
+        "pgx column: its AlphaZero example at the same settings on this machine class (reference figure, "
+        "not rerun here).",
+    ]
+    table = Table("AlphaZero on connect_four", ["games in parallel", "s per iteration", "pgx s per iteration (reference)",
+                                                "positions/s", "s compile"], rows)
+    return Report("alphazero: self-play with search", notes, [table])
+
+
+# ---------------------------------------------------------------------------------------------
+# memory: what each preset's compiled chunk needs.
+
+
+def bench_memory(args: argparse.Namespace) -> Report:
+    import resource
+
+    from superlearner.config import list_presets
+    from superlearner.engine import initial_state, make_engine
+    from superlearner.memory import device_capacity, program_memory, tree_bytes
+
+    mib = 1024**2
+    capacity = device_capacity()
+    rows = []
+    for preset in args.presets or list_presets():
+        config = _preset_config(preset, {})
+        engine = make_engine(config)
+        state = jax.eval_shape(engine.init, 0)
+        compiled = (jax.jit(engine.train_chunk, static_argnums=1, donate_argnums=0)
+                    .lower(state, config.train.iterations_per_chunk).compile())
+        estimate = program_memory(compiled)
+        fits = "yes" if capacity is None or estimate.peak <= capacity else "no"
+        rows.append([preset, f"{tree_bytes(state) / mib:.1f}", f"{estimate.temporaries / mib:.1f}",
+                     f"{estimate.peak / mib:.1f}", fits])
+        print(f"  {preset:<28} peak {estimate.peak / mib:8.1f} MiB", file=sys.stderr)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    notes = [
+        "Per preset: the TrainState's size, XLA's temporary buffers of the compiled train chunk, and the "
+        "chunk's peak (state + temporaries + outputs that do not reuse the donated state), as XLA's "
+        "buffer assignment reports them for the device the presets compile for.",
+        f"Device capacity used for 'fits': {capacity / 1024**3:.1f} GiB." if capacity else "Device capacity unknown.",
+        f"Peak resident memory of this benchmark process after compiling all of them: {rss:.0f} MiB "
+        "(host side: compilers and Python included).",
+        "`superlearner train` makes the same estimate before it starts and refuses a run that would not "
+        "fit, naming the settings to lower.",
+    ]
+    table = Table("Device memory of the presets' train chunks", ["preset", "state MiB", "temporaries MiB", "peak MiB", "fits"], rows)
+    return Report("memory: preset footprints", notes, [table])
+
+
+# ---------------------------------------------------------------------------------------------
+# precision: bfloat16 network compute against float32.
+
+
+def bench_precision(args: argparse.Namespace) -> Report:
+    rows = []
+    for dtype in ("float32", "bfloat16"):
+        run = _timed_training({"learner.compute_dtype": dtype}, repeats=1)
+        wide = _chunk_throughput("cartpole_ppo", {"learner.compute_dtype": dtype, "learner.num_envs": args.num_envs},
+                                 args.iterations, args.repeats)
+        rows.append([dtype, f"{run['with_compile']:.1f}", format_rate(run["steps"] / run["without_compile"]),
+                     f"{run['final_return']:.0f}", format_rate(wide["rate"])])
+    notes = [
+        "cartpole_ppo trained to the end with the network's matmuls in each dtype (parameters, optimizer "
+        "state and losses float32 in both); final train return is the mean return of the episodes "
+        "finished in the last iteration.",
+        f"Wide column: one compiled chunk of {args.iterations} iterations with {args.num_envs} envs.",
+        "On CPUs without native bfloat16 matmuls XLA emulates it, so bfloat16 is expected to pay only "
+        "on GPUs and TPUs.",
+    ]
+    table = Table("Compute dtype", ["compute dtype", "s with compile", "env steps/s", "final train return",
+                                    f"env steps/s, {args.num_envs} envs"], rows)
+    return Report("precision: bfloat16 against float32", notes, [table])
+
+
+# ---------------------------------------------------------------------------------------------
 # The families. Adding one: write bench_<name>(args) -> Report above and add its line here.
 
 FAMILIES: dict[str, Family] = {
@@ -362,6 +602,46 @@ FAMILIES: dict[str, Family] = {
             arg("--seeds", type=positive_int, default=16, help="seeds trained at once (default 16)"),
             arg("--chunk-sizes", type=positive_int, nargs="+", default=[1, 10, 61, 977], metavar="K",
                 help="iterations per compiled chunk to compare (default: 1 10 61 977)"),
+        ),
+    ),
+    "selfplay": Family(
+        bench_selfplay,
+        "self-play PPO throughput of the board-game presets, next to single-agent PPO",
+        (
+            arg("--presets", nargs="+", default=list(SELFPLAY_PRESETS), metavar="PRESET", help="self-play presets to time"),
+            arg("--iterations", type=positive_int, default=20, help="iterations per timed chunk (default 20)"),
+        ),
+    ),
+    "curriculum": Family(
+        bench_curriculum,
+        "maze curricula (DR, PLR, ACCEL, SFL) throughput and overhead over DR",
+        (
+            arg("--presets", nargs="+", default=list(CURRICULUM_PRESETS), metavar="PRESET", help="maze presets to time"),
+            arg("--iterations", type=positive_int, default=20, help="iterations per timed chunk (default 20)"),
+        ),
+    ),
+    "meta": Family(
+        bench_meta,
+        "wall-time overhead of PBT over a population of independent members",
+        (arg("--total-env-steps", type=positive_int, default=200_000, help="env steps per member (default 2e5)"),),
+    ),
+    "alphazero": Family(
+        bench_alphazero,
+        "AlphaZero self-play iteration time at pgx's example settings (connect_four)",
+        (arg("--num-envs", type=positive_int, nargs="+", default=[64, 256], metavar="N",
+             help="games played in parallel (default: 64 256)"),),
+    ),
+    "memory": Family(
+        bench_memory,
+        "device memory of every preset's compiled train chunk",
+        (arg("--presets", nargs="+", default=None, metavar="PRESET", help="presets (default: all)"),),
+    ),
+    "precision": Family(
+        bench_precision,
+        "bfloat16 against float32 network compute: speed and learning",
+        (
+            arg("--num-envs", type=positive_int, default=1024, help="envs of the wide throughput column (default 1024)"),
+            arg("--iterations", type=positive_int, default=10, help="iterations per timed chunk (default 10)"),
         ),
     ),
 }

@@ -157,7 +157,7 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
 
             def start(league, key, env_params, params):
                 match_key, reply_key = jax.random.split(key)
-                matches = new_matches(env, league, match_key, num_envs, env_params)
+                matches = new_matches(env, league, match_key, num_envs, env_params, config.league.opening_moves)
                 return to_learner_decision(env, league, matches, reply_key, learner, params)
 
             env_state = jax.vmap(start)(league, env_keys, env_params, learner_state.params)
@@ -230,7 +230,8 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         key = jax.random.wrap_key_data(rng)
         key, rollout_key, update_key, payoff_key = jax.random.split(key, 4)
         matches, league, rollout, stats = collect_self_play(
-            env, learner, learner_state.params, league, matches, env_params, rollout_key, num_steps
+            env, learner, learner_state.params, league, matches, env_params, rollout_key, num_steps,
+            config.league.opening_moves,
         )
         learner_state, metrics = learner.update(learner_state, rollout, hparams, update_key)
         lg = config.league
@@ -320,6 +321,7 @@ def initial_state(engine: Engine, seed: int, out_shardings: Any = None) -> Train
 
     The seed is traced, so every seed reuses one program (and the persistent compilation cache
     entry); ``out_shardings`` places the state on a device mesh (None: the default device).
+    Host-side only (it compiles a program of its own); inside a trace call ``engine.init``.
     """
     init = _compiled_init(engine.init, out_shardings)
     return init(jnp.int32(seed))
