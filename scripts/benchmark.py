@@ -332,8 +332,123 @@ def _chunk_throughput(preset: str, overrides: dict, iterations: int, repeats: in
     return dict(config=config, engine=engine, compile=compile_seconds, seconds=best, rate=steps / best, steps=steps)
 
 
+# PureJaxRL's PPO settings for CartPole-v1 (its ppo.py's __main__ block, without the debug prints).
+PUREJAXRL_CONFIG = {
+    "LR": 2.5e-4, "NUM_ENVS": 4, "NUM_STEPS": 128, "TOTAL_TIMESTEPS": 5e5, "UPDATE_EPOCHS": 4,
+    "NUM_MINIBATCHES": 4, "GAMMA": 0.99, "GAE_LAMBDA": 0.95, "CLIP_EPS": 0.2, "ENT_COEF": 0.01,
+    "VF_COEF": 0.5, "MAX_GRAD_NORM": 0.5, "ACTIVATION": "tanh", "ENV_NAME": "CartPole-v1",
+    "ANNEAL_LR": True, "DEBUG": False,
+}
+
+# Runs PureJaxRL's own make_train from a checkout, in a fresh process, and prints one JSON line.
+# Two adaptations, neither touching what is timed: its wrappers module imports brax at the top
+# (unused for gymnax envs; a stub stands in when brax is absent), and gymnax 1.x's step returns
+# terminated and truncated apart where PureJaxRL expects one done flag (their "or", which is
+# what done meant in the gymnax it was written for).
+_PUREJAXRL_DRIVER = r"""
+import json, sys, time, types
+sys.path.insert(0, sys.argv[1])
+try:
+    import brax  # noqa: F401
+except ImportError:
+    brax = types.ModuleType("brax"); brax.envs = types.ModuleType("brax.envs")
+    sys.modules["brax"] = brax; sys.modules["brax.envs"] = brax.envs
+import jax, jax.numpy as jnp, gymnax
+_make = gymnax.make
+class _FiveValueStep:
+    def __init__(self, env): self._env = env
+    def __getattr__(self, name): return getattr(self._env, name)
+    def step(self, key, state, action, params=None):
+        out = self._env.step(key, state, action, params)
+        if len(out) == 6:
+            obs, state, reward, terminated, truncated, info = out
+            return obs, state, reward, jnp.logical_or(terminated, truncated), info
+        return out
+def make(*args, **kwargs):
+    env, params = _make(*args, **kwargs)
+    return _FiveValueStep(env), params
+gymnax.make = make
+from purejaxrl.ppo import make_train
+config = json.loads(sys.argv[2])
+start = time.perf_counter()
+train = jax.jit(make_train(dict(config)))
+out = jax.block_until_ready(train(jax.random.PRNGKey(30)))
+with_compile = time.perf_counter() - start
+final = float(out["metrics"]["returned_episode_returns"][-1].mean())
+start = time.perf_counter()
+jax.block_until_ready(train(jax.random.PRNGKey(31)))
+print(json.dumps(dict(with_compile=with_compile, without_compile=time.perf_counter() - start, final_return=final)))
+"""
+
+# Our side of the same comparison, also in a fresh process so neither side gains from caches.
+_SUPERLEARNER_DRIVER = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import benchmark
+result = benchmark._timed_training({}, repeats=1)
+print(json.dumps({k: result[k] for k in ("with_compile", "without_compile", "final_return")}))
+"""
+
+
+def _run_driver(driver: str, *argv: str) -> dict:
+    """Runs a driver program in a fresh Python process; returns the JSON of its last line."""
+    import json
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", driver, *argv], capture_output=True, text=True)
+    if done.returncode != 0:
+        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit status {done.returncode}"
+        raise sl.UserError(f"benchmark subprocess failed: {last}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _same_run_comparison(purejaxrl_dir: Path, repeats: int) -> tuple[Table, list[str]]:
+    """PureJaxRL's PPO and ours at PureJaxRL's CartPole settings, each in fresh processes,
+    alternating ``repeats`` times; every repeat's figure is shown, and the best."""
+    import json
+
+    if not (purejaxrl_dir / "purejaxrl" / "ppo.py").is_file():
+        raise sl.UserError(f"--purejaxrl {purejaxrl_dir}: no purejaxrl/ppo.py there (expected a PureJaxRL checkout)")
+    for package in ("gymnax", "distrax"):
+        if importlib.util.find_spec(package) is None:
+            raise sl.UserError(f"--purejaxrl needs {package} installed (pip install -e '.[bench]')")
+    runs: dict[str, list[dict]] = {"superlearner": [], "PureJaxRL": []}
+    for repeat in range(repeats):
+        runs["superlearner"].append(_run_driver(_SUPERLEARNER_DRIVER, str(Path(__file__).resolve().parent)))
+        runs["PureJaxRL"].append(_run_driver(_PUREJAXRL_DRIVER, str(purejaxrl_dir), json.dumps(PUREJAXRL_CONFIG)))
+        print(f"  repeat {repeat + 1}: " + ", ".join(
+            f"{name} {r[-1]['with_compile']:.2f} / {r[-1]['without_compile']:.2f} s" for name, r in runs.items()), file=sys.stderr)
+    rows = []
+    for name, results in runs.items():
+        with_compile = [r["with_compile"] for r in results]
+        without = [r["without_compile"] for r in results]
+        rows.append([name, " ".join(f"{x:.2f}" for x in with_compile), f"{min(with_compile):.2f}",
+                     " ".join(f"{x:.2f}" for x in without), f"{min(without):.2f}",
+                     format_rate(5e5 / min(without)), " ".join(f"{r['final_return']:.0f}" for r in results)])
+    table = Table(
+        "Same run: PureJaxRL's ppo.py and superlearner's cartpole_ppo (4 envs x 128 steps, 5e5 steps), alternating fresh processes",
+        ["system", "s with compile, each repeat", "best", "s without compile, each repeat", "best",
+         "env steps/s (best)", "final train return"], rows)
+    notes = [
+        "Same-run comparison: each repeat runs superlearner's cartpole_ppo preset, then PureJaxRL's own "
+        "`make_train` from the checkout given with --purejaxrl, each in a fresh Python process. 'With "
+        "compile' starts after the imports (PureJaxRL: before `jax.jit(make_train(config))`; ours: before "
+        "`make_engine`) and ends when the first whole run is done; 'without' is a second whole run "
+        "with another seed in the same process.",
+        "PureJaxRL runs on gymnax's CartPole-v1; its wrappers' top-level brax import is stubbed when brax "
+        "is absent, and gymnax 1.x's separate terminated/truncated flags are or-ed into its done flag.",
+    ]
+    return table, notes
+
+
 def bench_ppo(args: argparse.Namespace) -> Report:
     tables = []
+    extra_notes: list[str] = []
+    if args.purejaxrl is not None:
+        table, extra_notes = _same_run_comparison(args.purejaxrl, args.repeats)
+        tables.append(table)
+        if args.only_comparison:
+            return Report("ppo: training engine throughput (CartPole)", extra_notes, tables)
     reference = _timed_training({}, repeats=args.repeats)
     low, high = PUREJAXRL_REFERENCE["with_compile"]
     low2, high2 = PUREJAXRL_REFERENCE["without_compile"]
@@ -366,9 +481,10 @@ def bench_ppo(args: argparse.Namespace) -> Report:
         rows.append([str(chunk), format_rate(result["steps"] / result["without_compile"]), f"{result['without_compile']:.2f}"])
     tables.append(Table("Engine overhead: iterations per compiled chunk (977 = the whole run in one scan)",
                         ["iterations per chunk", "env steps/s", "s without compile"], rows))
-    notes = [
+    notes = extra_notes + [
         "Times are wall-clock seconds for the whole run; 'with compile' starts before the engine is built.",
-        "The PureJaxRL row is the reference figure measured on this machine class (2-core CPU), not rerun here.",
+        "The PureJaxRL reference row is the figure measured on this machine class (2-core CPU) and given "
+        "in the issue, not rerun here; run with --purejaxrl DIR for the same-run comparison.",
     ]
     return Report("ppo: training engine throughput (CartPole)", notes, tables)
 
@@ -602,6 +718,11 @@ FAMILIES: dict[str, Family] = {
             arg("--seeds", type=positive_int, default=16, help="seeds trained at once (default 16)"),
             arg("--chunk-sizes", type=positive_int, nargs="+", default=[1, 10, 61, 977], metavar="K",
                 help="iterations per compiled chunk to compare (default: 1 10 61 977)"),
+            arg("--purejaxrl", type=Path, default=None, metavar="DIR",
+                help="a PureJaxRL checkout: also run its ppo.py at the same settings in this run "
+                     "(needs gymnax and distrax, in the bench extra)"),
+            arg("--only-comparison", action="store_true",
+                help="with --purejaxrl: measure the same-run comparison only"),
         ),
     ),
     "selfplay": Family(
