@@ -51,7 +51,8 @@ class LearnerConfig:
     conv_channels: tuple = field((32, 32), "channels of the 3x3 conv layers of the conv torso")
     activation: Literal["tanh", "relu"] = field("tanh", "hidden activation")
     anneal_lr: bool = field(True, "linearly anneal the learning rate to zero over the run")
-    update_rule: Literal["ppo_clip", "dpo"] = field("ppo_clip", "policy update rule (drift function)")
+    update_rule: Literal["ppo_clip", "dpo", "learned"] = field("ppo_clip", "policy update rule (drift function); learned: a drift network, see update_rule_file")
+    update_rule_file: str = field("", "update_rule=learned: .npz file of the drift network's weights (superlearner.discovery writes one; empty: start at PPO-clip)")
     normalize_advantages: bool = field(True, "normalise advantages per minibatch")
     clip_value_loss: bool = field(True, "clip the value loss like the policy ratio")
     bootstrap_truncation: bool = field(True, "bootstrap from the value of the last observation when an episode is truncated")
@@ -406,6 +407,10 @@ def validate_semantics(config: ExperimentConfig, source: str = "config") -> None
             f"{source}: learner.num_minibatches={config.learner.num_minibatches} must divide "
             f"num_envs * num_steps = {batch}"
         )
+    if config.learner.update_rule_file:
+        from superlearner.update_rules import make_update_rule
+
+        make_update_rule(config.learner.update_rule, config.learner.update_rule_file)  # one-line errors
     size = config.train.population_size
     meta = config.meta
     if meta.kind != "none" or meta.init_low or meta.init_high:

@@ -99,6 +99,7 @@ def make_ppo(
     anneal_lr: bool = True,
     total_updates: int = 1,
     update_rule: str = "ppo_clip",
+    update_rule_file: str = "",
     normalize_advantages: bool = True,
     clip_value_loss: bool = True,
     compute_dtype: str = "float32",
@@ -106,10 +107,11 @@ def make_ppo(
     """Builds PPO for observations ``observation_shape`` and ``num_actions`` discrete actions.
 
     ``total_updates`` is the number of `update` calls of the whole run (for annealing).
+    ``update_rule_file`` holds a learned rule's meta parameters (`superlearner.update_rules`).
     ``compute_dtype`` is the network's matmul dtype ("bfloat16" on accelerators); parameters,
     optimizer state, logits, values and losses are float32 either way.
     """
-    rule = make_update_rule(update_rule)
+    rule = make_update_rule(update_rule, update_rule_file or None)
 
     def build_model(key):
         return ActorCritic(
