@@ -125,6 +125,28 @@ class CurriculumConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DiscoveryConfig:
+    """Offline discovery of a learned drift function (``python -m superlearner.discovery``).
+
+    Each candidate rule trains the experiment's PPO run (env, learner, hparams,
+    train.total_env_steps) once per meta-training level and seed; its fitness is the final
+    return. Levels map a name to overrides of the env's default level (e.g. {length: 0.8}).
+    """
+
+    strategy: Literal["open_es"] = field("open_es", "evolution strategy (evosax): OpenAI-ES with antithetic sampling")
+    population_size: int = field(16, "candidate rules per generation (even)", low=2)
+    generations: int = field(10, "ES generations", low=1)
+    sigma: float = field(0.05, "ES search noise on the rule's weights", low=1e-6, high=10.0)
+    learning_rate: float = field(0.03, "Adam step size of the ES mean", low=0.0, high=10.0)
+    hidden_size: int = field(16, "hidden units of the drift network", low=1)
+    seeds_per_candidate: int = field(1, "training seeds per candidate and level (shared by all candidates of a generation)", low=1)
+    final_fraction: float = field(0.25, "fitness: mean return over this last fraction of each inner run's iterations", low=0.01, high=1.0)
+    meta_train_levels: dict = field(dict, "levels the rule is meta-trained on: name -> env-level overrides")
+    meta_test_levels: dict = field(dict, "held-out levels measured at the end: name -> env-level overrides")
+    test_seeds: int = field(8, "seeds per held-out level for the final comparison with PPO-clip", low=2)
+
+
+@dataclasses.dataclass(frozen=True)
 class MetaConfig:
     """The meta-learner that adapts each member's hyperparameters while the population trains."""
 
@@ -138,6 +160,7 @@ class MetaConfig:
     perturb_factor: float = field(1.25, "explore multiplies (or divides) a copied value by this", low=1.0, high=10.0)
     resample_probability: float = field(0.0, "probability that explore resamples a value instead", low=0.0, high=1.0)
     progress_window: int = field(5, "iterations of recent return averaged into the fitness", low=1)
+    discovery: DiscoveryConfig = field(DiscoveryConfig, "offline discovery of a learned drift (superlearner.discovery)")
 
 
 @dataclasses.dataclass(frozen=True)

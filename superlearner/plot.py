@@ -1,4 +1,5 @@
-"""Learning-curve figures (PNG) from a run's ``metrics.jsonl``."""
+"""Figures (PNG): learning curves from a run's ``metrics.jsonl``, update rules' drift surfaces and
+the PBT lineage tree."""
 
 from __future__ import annotations
 
@@ -119,7 +120,188 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             ax.grid(alpha=0.3)
         axes[-1, 0].set_xlabel("env steps per member")
         save(fig, "hparams")
+
+    # The update rule's drift surface, for rules with a drift of their own (not plain PPO-clip).
+    learner = _run_config(run_dir).get("learner", {})
+    if learner.get("update_rule") in ("dpo", "learned"):
+        from superlearner.update_rules import make_update_rule, ppo_clip
+
+        rule = make_update_rule(learner["update_rule"], learner.get("update_rule_file") or None)
+        clip_eps = float(np.mean(records[-1].get("hparams", {}).get("clip_eps", 0.2)))
+        written.append(plot_drift_surfaces(
+            {"ppo_clip": (ppo_clip(), {}), rule.name: (rule, rule.init_meta_params())},
+            out_dir / "drift_surface.png", clip_eps=clip_eps, title=f"{run_dir.name}: drift",
+        ))
+
+    # The PBT lineage tree, as the controller recorded it in the last checkpoint.
+    if _run_config(run_dir).get("meta", {}).get("kind") == "pbt":
+        lineage = read_lineage(run_dir)
+        if lineage is not None:
+            written.append(plot_lineage(lineage, out_dir / "lineage.png", title=f"{run_dir.name}: PBT lineage"))
     return written
+
+
+def _run_config(run_dir: Path) -> dict:
+    """The resolved config a run wrote (``config.yaml``), or {}."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    except yaml.YAMLError:
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+# ----------------------------------------------------------------------------------------------
+# Update rules: the drift surface (Lu et al. 2022, Fig. 2 shows the same view of DPO's drift).
+
+RATIO_RANGE = (0.25, 4.0)
+ADVANTAGE_RANGE = (-3.0, 3.0)
+
+
+def drift_surface(rule, meta_params, clip_eps: float = 0.2, num_points: int = 121):
+    """(ratio[R], advantage[A], drift[A, R]) of ``rule`` on a log-spaced ratio grid in
+    `RATIO_RANGE` by a linear advantage grid in `ADVANTAGE_RANGE`."""
+    import jax.numpy as jnp
+
+    ratio = np.geomspace(*RATIO_RANGE, num_points).astype(np.float32)
+    advantage = np.linspace(*ADVANTAGE_RANGE, num_points).astype(np.float32)
+    grid_r, grid_a = np.meshgrid(ratio, advantage)
+    drift = rule.drift(meta_params, jnp.asarray(grid_r.ravel()), jnp.asarray(grid_a.ravel()), jnp.float32(clip_eps))
+    return ratio, advantage, np.asarray(drift).reshape(grid_r.shape)
+
+
+def plot_drift_surfaces(rules: dict, path: str | Path, *, clip_eps: float = 0.2, title: str = "drift") -> Path:
+    """Writes one heat map per rule of its drift over ratio x advantage; returns ``path``.
+
+    Args:
+      rules: name -> (UpdateRule, meta params).
+      path: the PNG to write.
+      clip_eps: the clip range the rules are evaluated with.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(rules), figsize=(3.6 * len(rules), 3.4), squeeze=False)
+    for ax, (name, (rule, meta_params)) in zip(axes[0], rules.items()):
+        ratio, advantage, drift = drift_surface(rule, meta_params, clip_eps)
+        image = ax.pcolormesh(ratio, advantage, drift, shading="auto", cmap="viridis")
+        ax.contour(ratio, advantage, drift, levels=6, colors="white", linewidths=0.5, alpha=0.6)
+        ax.axvline(1.0, color="red", linewidth=0.8, alpha=0.7)
+        ax.set_xscale("log")
+        ticks = [t for t in (0.25, 0.5, 1.0, 2.0, 4.0) if RATIO_RANGE[0] <= t <= RATIO_RANGE[1]]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("probability ratio r")
+        ax.set_ylabel("advantage A")
+        ax.set_title(f"{name} (max {drift.max():.2g})", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.suptitle(f"{title}, clip_eps={clip_eps:g}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_rule_file(rule_file: str | Path, path: str | Path | None = None, *, clip_eps: float = 0.2) -> Path:
+    """The drift surfaces of PPO-clip, DPO and the learned rule in ``rule_file`` (default PNG:
+    beside the file, ``<name>_drift.png``); returns the PNG's path."""
+    from superlearner.update_rules import dpo, learned, load_rule_file, ppo_clip
+
+    rule_file = Path(rule_file)
+    path = rule_file.with_name(rule_file.stem + "_drift.png") if path is None else Path(path)
+    rules = {"ppo_clip": (ppo_clip(), {}), "dpo": (dpo(), dpo().init_meta_params()),
+             f"learned ({rule_file.name})": (learned(), load_rule_file(rule_file))}
+    return plot_drift_surfaces(rules, path, clip_eps=clip_eps, title="drift")
+
+
+# ----------------------------------------------------------------------------------------------
+# Population based training: the lineage tree.
+
+
+def read_lineage(run_dir: str | Path) -> np.ndarray | None:
+    """int[G, P]: the parent of every member at each recorded PBT generation, oldest first, from
+    the run's latest checkpoint (None when the run has no checkpoint or no PBT controller).
+
+    The controller keeps the last G generations in a ring (`superlearner.meta.make_pbt`,
+    ``lineage_length``); older ones are not recorded.
+    """
+    from superlearner.agent import load_train_state
+    from superlearner.errors import CheckpointError
+
+    try:
+        _, state, _ = load_train_state(run_dir)
+    except (CheckpointError, FileNotFoundError):
+        return None
+    controller = state.meta.get("controller") if isinstance(state.meta, dict) else None
+    if controller is None or not hasattr(controller, "parents"):
+        return None
+    return lineage_in_order(np.asarray(controller.parents), int(controller.generation))
+
+
+def lineage_in_order(parents: np.ndarray, generation: int) -> np.ndarray:
+    """The ring ``parents[G, P]`` (slot ``g % G`` holds generation g) after ``generation``
+    generations, as int[min(generation, G), P] oldest first."""
+    size = parents.shape[0]
+    count = min(generation, size)
+    slots = [(generation - count + i) % size for i in range(count)]
+    return parents[slots] if slots else parents[:0]
+
+
+def plot_lineage(parents, path: str | Path, *, title: str = "PBT lineage") -> Path:
+    """Writes the lineage tree of ``parents[G, P]`` (the member each member copied at each
+    generation; itself when it was kept) as a PNG; returns ``path``.
+
+    Each column is a generation, each row a member slot; an edge joins a member to the slot it
+    came from. Exploits (copies from another member) are drawn in colour, kept members in grey,
+    and the ancestry of today's members is drawn bold, so surviving lines stand out.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parents = np.asarray(parents, np.int64)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    num_generations, size = parents.shape if parents.ndim == 2 else (0, 0)
+    # Which (generation, member) nodes are ancestors of the final population.
+    alive = np.zeros((num_generations + 1, size), bool)
+    alive[num_generations] = True
+    for g in range(num_generations - 1, -1, -1):
+        alive[g, parents[g][alive[g + 1]]] = True
+    palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]  # 7 is the grey of kept members
+
+    def colours(index):
+        return palette[index % len(palette)]
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * num_generations + 2.5), max(2.5, 0.4 * size + 1.5)))
+    for g in range(num_generations):
+        for member in range(size):
+            parent = int(parents[g, member])
+            exploited = parent != member
+            bold = alive[g + 1, member]
+            ax.plot(
+                [g, g + 1], [parent, member],
+                color=colours(parent) if exploited else "0.6",
+                linewidth=2.2 if bold else 0.8, alpha=0.95 if bold else 0.5, zorder=3 if exploited else 2,
+            )
+    for g in range(num_generations + 1):
+        ax.scatter([g] * size, range(size), s=14, c=["black" if a else "0.7" for a in alive[g]], zorder=4)
+    ax.set_xlabel("PBT generation (recorded)")
+    ax.set_ylabel("member")
+    ax.set_yticks(range(size))
+    ax.set_title(f"{title}: {int((parents != np.arange(size)).sum())} exploits", fontsize=10)
+    ax.grid(alpha=0.2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _rating_points(table: dict) -> list[tuple[float, float, float, float]]:
