@@ -98,6 +98,11 @@ def _run_job(run):
     except distributed.PeerLostError as error:
         print(f"error: {error}", file=sys.stderr)
         distributed.exit_now(2)
+    except Exception as error:
+        if not distributed.is_peer_failure(error):
+            raise
+        print(f"error: {distributed.peer_lost(error, 'while the job was starting or ending')}", file=sys.stderr)
+        distributed.exit_now(2)
 
 
 def main(argv: list[str] | None = None) -> int:

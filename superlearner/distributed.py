@@ -4,8 +4,11 @@ multi-host job.
 **Devices.** A run's devices form a `jax.sharding.Mesh` with two axes: ``pop`` splits the
 population (the leading axis P of every per-member field) and ``data`` splits each member's env
 batch (axis N of the ``[P, N]`` env fields). The train chunk is compiled once with `jax.jit` for
-that layout (GSPMD): per-member work needs no communication, and the mean over the env batch in a
-learner's loss becomes a cross-device all-reduce over ``data`` without any code saying so.
+that layout (GSPMD): per-member work needs no communication, and env steps and policy calls of
+the rollout run split over ``data`` without any code saying so. A learner that shuffles the
+whole batch into minibatches gathers it first; marking each minibatch with `split_over_data`
+keeps its loss split too, so the gradient mean becomes an all-reduce over ``data`` (without the
+mark every ``data`` device computes the whole update: the same numbers, done redundantly).
 
 The layout comes from ``train.mesh_pop`` and ``train.mesh_data`` (``--mesh pop=2,data=4`` on the
 command line); 0 means "choose". The choice uses as many devices as the population and the env
@@ -25,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import threading
 from typing import Any
 
 import jax
@@ -193,6 +197,27 @@ def train_state_shardings(state: Any, mesh: Mesh, population_size: int, num_envs
     )
 
 
+def split_over_data(x: jax.Array, axis: int) -> jax.Array:
+    """``x`` with its ``axis`` split over the mesh's ``data`` devices (a sharding constraint).
+
+    For learners: called on a minibatch ``[..., B, ...]`` after shuffling (which gathers the
+    env batch), it makes each ``data`` device compute the loss and gradient of its ``B / D``
+    rows, so the gradient mean becomes an all-reduce instead of every device computing the whole
+    minibatch. Identity when no mesh is set (`jax.set_mesh`), when it has no ``data`` axis of
+    more than one device, or when ``D`` does not divide ``B``; never changes values.
+    Under the population `vmap` (``spmd_axis_name="pop"``) the member axis stays on ``pop``.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or DATA not in mesh.axis_names:
+        return x
+    devices = mesh.shape[DATA]
+    if devices == 1 or x.shape[axis] % devices:
+        return x
+    spec = [None] * x.ndim
+    spec[axis] = DATA
+    return jax.lax.with_sharding_constraint(x, PartitionSpec(*spec))
+
+
 # ----------------------------------------------------------------------------------------------
 # Hosts.
 
@@ -223,7 +248,9 @@ def initialize(
     SLURM, Open MPI, Kubernetes). Must run before anything touches a device.
 
     ``timeout`` (seconds) bounds the wait for every process to join, the silence after which a
-    process counts as lost (the job then stops), and the wait for the others at the end.
+    process counts as lost (the job then stops), and the wait for the others at the end. A job
+    that is not complete within ``timeout`` ends this process with a one-line ``error:`` on
+    stderr and exit status 2 (JAX's own timeout would abort it with a stack dump).
 
     On the CPU, processes exchange data over TCP (gloo), so several processes on one machine
     work as several hosts would.
@@ -255,17 +282,35 @@ def initialize(
     # Only the CPU client reads this; without it CPU processes cannot run collectives together.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     where = f"{coordinator or 'the cluster coordinator'} as process {process_id if process_id is not None else '?'}"
+    if num_processes is not None:
+        where += f" of {num_processes}"
+
+    def give_up():
+        print(
+            f"error: could not join the multi-host job at {where} within {timeout} s "
+            "(is every process started, with the same --coordinator and --num-processes?)",
+            file=sys.stderr,
+        )
+        exit_now(2)
+
+    # JAX waits in native code and aborts the process when its own deadline passes; this timer
+    # (a little earlier) ends it with one readable line instead.
+    watchdog = threading.Timer(timeout, give_up)
+    watchdog.daemon = True
+    watchdog.start()
     try:
         jax.distributed.initialize(
             coordinator_address=coordinator,
             num_processes=num_processes,
             process_id=process_id,
-            initialization_timeout=int(timeout),
+            initialization_timeout=int(timeout) + 30,
             heartbeat_timeout_seconds=int(timeout),
             shutdown_timeout_seconds=int(timeout),
         )
-    except Exception as error:  # JAX raises several kinds: timeout, refused, bad cluster
-        raise UserError(f"could not join the multi-host job at {where} within {timeout} s ({_first_line(error)})") from None
+    except Exception as error:  # JAX raises several kinds: refused, bad cluster settings
+        raise UserError(f"could not join the multi-host job at {where} ({_first_line(error)})") from None
+    finally:
+        watchdog.cancel()
     return True
 
 
@@ -280,6 +325,18 @@ def sync(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+# Words in the errors XLA, gloo and the coordination service raise when a peer process is gone.
+_PEER_FAILURE_WORDS = ("gloo", "connection", "unavailable", "deadline", "barrier", "coordination", "heartbeat", "peer", "socket")
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether ``error`` (raised by a step shared with other processes) means one of them is gone."""
+    if isinstance(error, UserError) or jax.process_count() == 1:
+        return False
+    text = f"{type(error).__name__} {error}".lower()
+    return any(word in text for word in _PEER_FAILURE_WORDS)
 
 
 def peer_lost(error: BaseException, during: str) -> PeerLostError:

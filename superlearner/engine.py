@@ -263,7 +263,9 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
             outputs = member_iteration(*jax.tree.map(lambda x: x[0], members), iteration)
             return jax.tree.map(lambda x: x[None], outputs)
     else:
-        population_iteration = jax.vmap(member_iteration, in_axes=(0,) * 8 + (None,))
+        # Members map to the mesh's `pop` axis: a sharding constraint inside a member's code
+        # (`superlearner.distributed.split_over_data`) then keeps the population split.
+        population_iteration = jax.vmap(member_iteration, in_axes=(0,) * 8 + (None,), spmd_axis_name="pop")
 
     controller = make_meta_controller(config)
 

@@ -259,14 +259,15 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
             while iteration < engine.num_iterations:
                 chunk_start = time.perf_counter()
                 try:
-                    state, metrics = chunk_fn(state, chunk_size)
+                    with jax.set_mesh(mesh):  # the mesh learners' sharding constraints refer to
+                        state, metrics = chunk_fn(state, chunk_size)
                     metrics = jax.device_get(metrics)
                     params_finite = bool(all_finite(state.learner.params))
                     hparams = jax.device_get(gather(state.hparams))
                     # One process told to stop (a signal) stops them all, at the same chunk.
                     stop_now = _any_process(stop["stop"]) if multi else stop["stop"]
                 except Exception as error:
-                    if multi and _is_peer_failure(error):
+                    if multi and distributed.is_peer_failure(error):
                         raise distributed.peer_lost(error, f"in the chunk after iteration {iteration}") from None
                     raise
                 valid = np.asarray(metrics.pop("valid"))
@@ -311,7 +312,7 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
                             score=score if math.isfinite(score) else None,
                         )
                     except Exception as error:
-                        if multi and _is_peer_failure(error):
+                        if multi and distributed.is_peer_failure(error):
                             raise distributed.peer_lost(error, f"while saving the checkpoint of iteration {iteration}") from None
                         raise
                     last_saved = iteration
@@ -337,15 +338,6 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
         last_metrics=last_metrics,
         mesh=f"pop={mesh.shape[distributed.POP]},data={mesh.shape[distributed.DATA]}",
     )
-
-
-# Words in the errors XLA, gloo and the coordination service raise when a peer process is gone.
-_PEER_FAILURE_WORDS = ("gloo", "connection", "unavailable", "deadline", "barrier", "coordination", "heartbeat", "peer", "socket")
-
-
-def _is_peer_failure(error: BaseException) -> bool:
-    text = f"{type(error).__name__} {error}".lower()
-    return not isinstance(error, UserError) and any(word in text for word in _PEER_FAILURE_WORDS)
 
 
 def _any_process(flag: bool) -> bool:

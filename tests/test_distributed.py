@@ -14,8 +14,6 @@ the two-process runs are ``superlearner train`` processes joined over localhost 
 """
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -130,7 +128,7 @@ def test_train_state_layout():
     assert spec(shardings.iteration) == {()}
 
 
-def test_cli_mesh_errors_are_one_line_and_write_nothing(tmp_path, capsys):
+def test_cli_mesh_errors_are_one_line_and_write_nothing(one_device_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["train", "cartpole_ppo", "--run-dir", str(run_dir), "--mesh", "pop=2", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
@@ -140,6 +138,10 @@ def test_cli_mesh_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     assert "expected pop=P,data=D" in capsys.readouterr().err
     assert main(["train", "cartpole_ppo", "--run-dir", str(run_dir), "--coordinator", "127.0.0.1:1"]) == 2
     assert "missing --num-processes, --process-id" in capsys.readouterr().err
+    before = sorted(p.name for p in one_device_run.rglob("*"))
+    assert main(["resume", str(one_device_run), "--mesh", "pop=3"]) == 2
+    assert "train.mesh_pop=3 must divide train.population_size=2" in capsys.readouterr().err
+    assert sorted(p.name for p in one_device_run.rglob("*")) == before
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,6 +155,14 @@ EIGHT_DEVICES = textwrap.dedent(
     from superlearner.trainer import resume, train
 
     assert jax.device_count() == 8
+    # A batch marked with split_over_data is reduced across the data devices.
+    from superlearner import distributed
+    mesh = distributed.make_mesh(distributed.MeshShape(1, 8))
+    loss = jax.jit(lambda x: (distributed.split_over_data(x, 0) ** 2).mean())
+    with jax.set_mesh(mesh):
+        assert "all-reduce" in loss.lower(jax.numpy.ones((16, 3))).compile().as_text()
+    assert "all-reduce" not in loss.lower(jax.numpy.ones((16, 3))).compile().as_text()
+
     config = config_from_dict(json.loads(sys.argv[1]))
     # Stop half-way and resume: the checkpoint is written from, and read back onto, the mesh.
     first = train(config, sys.argv[2], show_progress=False, max_chunks=4)
@@ -227,24 +237,39 @@ def test_two_processes_train_one_run_that_agrees_with_one_process(one_device_run
 def test_a_killed_process_stops_the_other_with_one_line(tmp_path, subprocess_env):
     run_dir = tmp_path / "killed"
     survivor, victim = _launch(tmp_path, _with_devices(subprocess_env, 2), run_dir, _free_port())
-    log = run_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 240
-    while not (log.exists() and log.read_text().strip()):
+    # Process 0 writes the config once both processes have met (a collective over gloo).
+    deadline = time.monotonic() + 120
+    while not (run_dir / "config.yaml").exists():
         if time.monotonic() > deadline or survivor.poll() is not None:
             victim.kill()
             survivor.kill()
-            pytest.fail(f"training did not start: {survivor.communicate()[1][-2000:]}")
+            pytest.fail(f"the job did not start: {survivor.communicate()[1][-2000:]}")
         time.sleep(0.05)
-    # Freeze the survivor while its peer dies, so the run cannot end in between.
-    os.kill(survivor.pid, signal.SIGSTOP)
     victim.kill()
     victim.wait()
     killed_at = time.monotonic()
-    os.kill(survivor.pid, signal.SIGCONT)
     rc, _, err = _finish(survivor, timeout=90)
     assert time.monotonic() - killed_at < 60
     assert rc == 2, err[-3000:]
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("error: process 0 of 2: lost contact with the other processes"), err[-3000:]
-    assert "every process stops" in last
-    assert Path(run_dir / "config.yaml").is_file()
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: process 0 of 2: lost contact with the other processes"), err[-3000:]
+    assert lines[-1].endswith("every process stops")
+    assert not any("Traceback" in line for line in lines)
+
+
+def test_a_job_whose_peers_never_join_stops_with_one_line(tmp_path, subprocess_env):
+    started = time.monotonic()
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "superlearner.cli", "train", "cartpole_ppo", "--run-dir", str(tmp_path / "run"),
+            "--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", "2", "--process-id", "1",
+            "--peer-timeout", "2",
+        ],
+        env=subprocess_env, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2 and time.monotonic() - started < 30
+    assert done.stderr.strip().splitlines() == [
+        f"error: could not join the multi-host job at {done.args[8]} as process 1 of 2 within 2 s "
+        "(is every process started, with the same --coordinator and --num-processes?)"
+    ]
+    assert not (tmp_path / "run").exists()
