@@ -13,6 +13,7 @@ def generalized_advantage_estimation(
     discount_t: jax.Array,
     continue_t: jax.Array,
     lambda_: jax.Array,
+    unroll: int = 16,
 ) -> jax.Array:
     """GAE advantages (Schulman et al. 2016, "High-Dimensional Continuous Control Using GAE").
 
@@ -25,6 +26,8 @@ def generalized_advantage_estimation(
       continue_t: float[T], 0 where an episode ended after t (terminated or truncated), else 1:
         advantages do not flow across episode boundaries.
       lambda_: float[], the GAE lambda (traced).
+      unroll: time steps per iteration of the compiled backward loop (static; XLA's per-iteration
+        overhead dominates this cheap recursion on CPU).
 
     Returns:
       float[T] advantages; value targets are ``advantages + v_t``.
@@ -37,6 +40,6 @@ def generalized_advantage_estimation(
         return advantage, advantage
 
     _, advantages = jax.lax.scan(
-        backward, jnp.zeros_like(delta_t[0]), (delta_t, discount_t, continue_t), reverse=True
+        backward, jnp.zeros_like(delta_t[0]), (delta_t, discount_t, continue_t), reverse=True, unroll=unroll
     )
     return advantages

@@ -88,5 +88,4 @@ def assemble_rollout(out: dict, v_tp1: jax.Array, done: jax.Array) -> Rollout:
         reward=out["reward"],
         v_tp1=v_tp1,
         continue_=(~done).astype(jnp.float32),
-        valid=jnp.ones_like(out["reward"]),
     )
