@@ -1,0 +1,94 @@
+"""Offline drift discovery: config checks, inner runs, and a tiny end-to-end search."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from superlearner import discovery
+from superlearner.config import apply_overrides, config_from_dict, load_config
+from superlearner.errors import ConfigError
+from superlearner.registry import make
+from superlearner.update_rules import init_learned_meta_params, read_rule_file
+
+TINY = [
+    "learner.num_envs=2", "learner.num_steps=16", "learner.num_minibatches=2", "learner.num_epochs=1",
+    "learner.hidden_sizes=[8]", "train.total_env_steps=96",
+    "meta.discovery.population_size=2", "meta.discovery.generations=1", "meta.discovery.test_seeds=2",
+    "meta.discovery.hidden_size=4",
+    "meta.discovery.meta_train_levels={default: {}}", "meta.discovery.meta_test_levels={long_pole: {length: 0.8}}",
+]
+
+
+def test_the_preset_is_a_valid_discovery_config():
+    config = load_config("discover_drift")
+    discovery.check_discovery(config)
+    d = config.meta.discovery
+    assert set(d.meta_train_levels).isdisjoint(d.meta_test_levels)
+    assert config.learner.update_rule == "learned"
+
+
+def test_bad_discovery_configs_give_one_line_errors():
+    env = make("cartpole")
+    with pytest.raises(ConfigError, match="not a field of cartpole's level; accepted: gravity") as info:
+        discovery.make_levels(env, {"x": {"lenght": 0.3}}, "cfg", "meta_train_levels")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="is empty"):
+        discovery.make_levels(env, {}, "cfg", "meta_test_levels")
+    with pytest.raises(ConfigError, match="must be even"):
+        discovery.check_discovery(config_from_dict({"meta": {"discovery": {"population_size": 3}}}))
+    with pytest.raises(ConfigError, match="population_size 1"):
+        discovery.check_discovery(config_from_dict({"train": {"population_size": 2}}))
+
+
+def test_levels_override_only_the_named_fields():
+    env = make("cartpole")
+    levels, names = discovery.make_levels(env, {"a": {}, "b": {"length": 0.8}}, "cfg", "meta_train_levels")
+    assert names == ("a", "b")
+    np.testing.assert_allclose(levels.length, [float(env.default_params.length), 0.8])
+    np.testing.assert_allclose(levels.gravity, float(env.default_params.gravity))
+
+
+def test_learned_rule_at_its_start_trains_like_ppo_clip():
+    config = load_config("discover_drift", TINY)
+    env = make("cartpole")
+    levels, names = discovery.make_levels(env, {"default": {}}, "cfg", "meta_train_levels")
+    learned = discovery.make_inner_runs(discovery.inner_config(config, "learned"), names)
+    ppo = discovery.make_inner_runs(discovery.inner_config(config, "ppo_clip"), names)
+    seeds = jnp.arange(2, dtype=jnp.int32)
+    got = jax.jit(learned.run)(init_learned_meta_params(hidden_size=4), levels, seeds)
+    expected = jax.jit(ppo.run)({}, levels, seeds)
+    assert got.shape == (1, 2)
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_discovery_end_to_end_writes_a_loadable_rule(tmp_path, capsys):
+    out = tmp_path / "rule.npz"
+    args = ["discover_drift", "--out", str(out)]
+    for item in TINY:
+        args += ["--set", item]
+    assert discovery.main(args) == 0
+    header, arrays = read_rule_file(out)
+    assert header["rule"] == "learned" and header["hidden_size"] == 4
+    assert header["extra"]["meta_test_levels"] == ["long_pole"]
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert len(report["fitness_history"]) == 1
+    for rule in ("discovered", "ppo_clip"):
+        entry = report["test"][rule]["all"]
+        assert entry["n"] == 2 and entry["low"] <= entry["mean"] <= entry["high"]
+    assert "discovered_minus_ppo_clip" in report["test"]
+    # The rule file trains through the learner config.
+    config = config_from_dict(apply_overrides({}, ["learner.update_rule=learned", f"learner.update_rule_file={out}"]))
+    from superlearner.config import validate_semantics
+
+    validate_semantics(config)
+    assert "generation 1/1" in capsys.readouterr().out
+
+
+def test_mean_and_ci95():
+    stats = discovery.mean_and_ci95([1.0, 2.0, 3.0])
+    assert stats["mean"] == 2.0 and stats["n"] == 3
+    assert np.isclose(stats["high"] - 2.0, 4.302653 * 1.0 / np.sqrt(3), rtol=1e-5)
