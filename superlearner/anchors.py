@@ -561,6 +561,49 @@ def tic_tac_toe_action_values(env: Env, state: State, key: PRNGKey, table: Array
     return jnp.where(state.legal_action_mask, values, -2.0)
 
 
+def tic_tac_toe_lines_against_perfect(env: Env, choose: Callable[[State], int]) -> dict:
+    """Every game a deterministic player can play against perfect play, counted exactly.
+
+    The player (``choose(state) -> action`` for one unbatched state, e.g. a greedy policy) sits
+    in each seat, from the empty board and after each forced first move; the perfect side
+    branches over *all* its optimal moves (the moves of the solved value), so the count covers
+    every line the ``perfect`` anchor can play, not a sample of them. Host side, one ``choose``
+    call per position of the player.
+
+    Returns:
+      ``{"first": {...}, "second": {...}}`` keyed by seat, each mapping ``"empty"`` and every
+      first move (as a string) to ``{"lines": games, "losses": lost games, "draws", "wins"}``.
+    """
+    table = tic_tac_toe_values()
+    step = jax.jit(env.step)
+    action_values = jax.jit(lambda state, key: tic_tac_toe_action_values(env, state, key, table))
+    key = jax.random.key(0)
+    start = env.reset(key)
+
+    def walk(state, seat: int, counts: dict) -> None:
+        if bool(state.terminated):
+            result = float(np.asarray(state.rewards)[seat])
+            counts["wins" if result > 0 else "losses" if result < 0 else "draws"] += 1
+            counts["lines"] += 1
+            return
+        if int(state.current_player) == seat:
+            walk(step(state, jnp.int32(choose(state)), key), seat, counts)
+            return
+        values = np.asarray(action_values(state, key))
+        for action in np.flatnonzero(values >= values.max()):
+            walk(step(state, jnp.int32(action), key), seat, counts)
+
+    out: dict = {}
+    for seat, name in ((0, "first"), (1, "second")):
+        out[name] = {}
+        openings = [("empty", None)] + [(str(int(a)), int(a)) for a in np.flatnonzero(np.asarray(start.legal_action_mask))]
+        for label, move in openings:
+            counts = {"lines": 0, "losses": 0, "draws": 0, "wins": 0}
+            walk(start if move is None else step(start, jnp.int32(move), key), seat, counts)
+            out[name][label] = counts
+    return out
+
+
 def _make_tic_tac_toe_perfect(env: Env, params: Any) -> ActFn:
     del params
     table = tic_tac_toe_values()

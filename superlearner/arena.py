@@ -62,6 +62,35 @@ def from_policy(policy_fn, params, greedy: bool = True) -> BatchedPlayer:
     return act
 
 
+def from_league(policy_fn, snapshots, weights, choice_key: jax.Array, greedy: bool = False) -> BatchedPlayer:
+    """The league's policy as a player: game ``g`` of the batch is played throughout by snapshot
+    ``choice[g]``, drawn from ``weights`` (the league's ``meta_strategy``) with ``choice_key``.
+
+    Args:
+      policy_fn: ``policy_fn(params, observation, mask) -> (logits, value)``.
+      snapshots: parameter pytree with leading axis C (the league's ``params``).
+      weights: float32[C], the meta-strategy (0 on empty slots).
+      choice_key: the key of the draw; the same for every move of a match, so each game keeps
+        its snapshot (a mixed strategy, not a new draw at every decision).
+      greedy: the chosen snapshot plays its argmax move instead of sampling.
+    """
+    log_weights = jnp.log(jnp.maximum(weights, 0.0))
+
+    def act(key, states):
+        num = states.current_player.shape[0]
+        choice = jax.random.categorical(choice_key, log_weights, shape=(num,))
+
+        def logits_of(i, observation, mask):
+            return policy_fn(jax.tree.map(lambda x: x[i], snapshots), observation[None], mask[None])[0][0]
+
+        logits = jax.vmap(logits_of)(choice, states.observation, states.legal_action_mask)
+        if greedy:
+            return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return jax.random.categorical(key, logits).astype(jnp.int32)
+
+    return act
+
+
 def random_player(key, states) -> jax.Array:
     logits = jnp.where(states.legal_action_mask, 0.0, -jnp.inf)
     return jax.random.categorical(key, logits).astype(jnp.int32)
@@ -75,6 +104,7 @@ def make_match_fn(
     opening_moves: int = 0,
     max_moves: int = 1000,
     paired_seats: bool = False,
+    first_moves: np.ndarray | None = None,
 ):
     """A pure function ``key -> (returns_a[G], seat_a[G])`` playing ``num_games`` games.
 
@@ -82,8 +112,11 @@ def make_match_fn(
     ``opening_moves`` plies of every game are uniformly random legal moves. With
     ``paired_seats``, game ``i + G/2`` starts from the same reset key as game ``i`` (the same
     deal in a card game) with the seats swapped: common random numbers, which cancel the luck
-    of the deal from the mean return (``num_games`` must be even). Jit it at the call site.
+    of the deal from the mean return (``num_games`` must be even). ``first_moves`` (int[G],
+    -1 for none) forces the first ply of each game (see `all_first_moves`); the random opening
+    plies, if any, follow it. Jit it at the call site.
     """
+    forced = None if first_moves is None else jnp.asarray(first_moves, jnp.int32)
     seat_a = (jnp.arange(num_games) >= num_games // 2).astype(jnp.int32)
 
     def play(key):
@@ -106,6 +139,8 @@ def make_match_fn(
             action_b = player_b(key_b, states)
             action = jnp.where(states.current_player == seat_a, action_a, action_b)
             action = jnp.where(moves < opening_moves, random_player(key_open, states), action)
+            if forced is not None:
+                action = jnp.where((moves == 0) & (forced >= 0), forced, action)
             states = jax.vmap(env.step)(states, action, jax.random.split(key_step, num_games))
             reward_a = jnp.take_along_axis(states.rewards, seat_a[:, None], axis=1)[:, 0]
             return states, returns + reward_a, key, moves + 1
@@ -115,6 +150,26 @@ def make_match_fn(
         return returns, seat_a
 
     return play
+
+
+OPENINGS = ("random", "all-first-moves")
+"""How arena games open: ``random`` (``opening_moves`` uniformly random plies) or
+``all-first-moves`` (every legal first move of the start position in turn, in both seats)."""
+
+
+def all_first_moves(env: Env, num_games: int) -> np.ndarray:
+    """int32[G]: a forced first move per game covering every legal first move equally often in
+    both seats: ``G`` is ``num_games`` rounded up to a multiple of twice the number of legal
+    first moves, the first half (A first) and the second (A second) repeat the same moves.
+
+    The legal moves are read from ``env.reset`` of a fixed key; games whose start position is
+    random (a deal) keep their own start, only their first move is forced.
+    """
+    legal = np.flatnonzero(np.asarray(env.reset(jax.random.key(0)).legal_action_mask)).astype(np.int32)
+    per_seat = -(-max(num_games, 2) // 2)
+    repeats = -(-per_seat // len(legal))
+    half = np.tile(legal, repeats)
+    return np.concatenate([half, half])
 
 
 def summarize_returns(returns, seat_a) -> MatchResult:
@@ -215,7 +270,8 @@ def kuhn_league_policy(snapshot_probabilities: np.ndarray, league) -> np.ndarray
 class StrengthProbe:
     """Measures each population member against the configured anchors (compiled once).
 
-    ``measure(state)`` returns ``{"vs_<spec>": [score per member], ...}``; for kuhn_poker also
+    ``measure(state)`` returns ``{"vs_<spec>": [score per member], "lost_vs_<spec>": [share
+    of games lost per member], ...}``; for kuhn_poker also
     the exact exploitability of each member's policy and of its league's policy (the snapshots
     mixed by the league's meta-strategy, `kuhn_league_policy`).
     """
@@ -226,13 +282,17 @@ class StrengthProbe:
         self.engine = engine
         env, arena = engine.env, engine.config.arena
         games = arena.games + arena.games % 2
+        first_moves = None
+        if getattr(arena, "openings", "random") == "all-first-moves":
+            first_moves = all_first_moves(env, games)
+            games = len(first_moves)
         self._matches = {}
         for spec in arena.anchors:
             anchor = from_anchor(make_anchor(env, spec))
 
             def match(params, key, anchor=anchor):
                 player = from_policy(engine.learner.policy, params, greedy=True)
-                return make_match_fn(env, player, anchor, games, arena.opening_moves)(key)
+                return make_match_fn(env, player, anchor, games, arena.opening_moves, first_moves=first_moves)(key)
 
             self._matches[spec] = jax.jit(match)
         self._kuhn = None
@@ -251,12 +311,15 @@ class StrengthProbe:
         size = self.engine.config.train.population_size
         out: dict[str, list] = {}
         for spec, match in self._matches.items():
-            scores = []
+            scores, lost = [], []
             for member in range(size):
                 params = jax.tree.map(lambda x: x[member], state.learner.params)
                 key, match_key = jax.random.split(key)
-                scores.append(summarize_returns(*match(params, match_key)).score)
+                result = summarize_returns(*match(params, match_key))
+                scores.append(result.score)
+                lost.append(result.losses / max(result.games, 1))
             out[f"vs_{spec}"] = scores
+            out[f"lost_vs_{spec}"] = lost
         if self._kuhn is not None:
             current = np.asarray(self._kuhn(state.learner.params))  # [P, 12, 2]
             out["exploitability"] = [float(kuhn_exploitability(kuhn_policy_table(p))) for p in current]

@@ -58,6 +58,26 @@ def policy_kind(policy_fn, greedy: bool) -> KindFn:
     return act
 
 
+def league_kind(policy_fn, greedy: bool) -> KindFn:
+    """The league's policy (`superlearner.arena.from_league`) as a kind; its ``params`` are
+    ``{"snapshots": pytree [C, ...], "weights": float32[C], "choice_key": uint32 key data}``, see
+    `league_params`. One snapshot per game, drawn from the weights."""
+    from superlearner.arena import from_league
+
+    def act(params, key, states):
+        choice_key = jax.random.wrap_key_data(params["choice_key"])
+        return from_league(policy_fn, params["snapshots"], params["weights"], choice_key, greedy)(key, states)
+
+    return act
+
+
+def league_params(league, key: jax.Array) -> dict:
+    """The `league_kind` parameters of one member's `LeagueState`: its snapshots weighted by
+    its meta-strategy (empty slots get 0), and the key of the per-game draw."""
+    weights = jnp.asarray(league.meta_strategy) * jnp.asarray(league.filled)
+    return {"snapshots": league.params, "weights": weights, "choice_key": jax.random.key_data(key)}
+
+
 def anchor_kind(anchor) -> KindFn:
     """An anchor ``act(key, state)`` (one state) as a kind; its ``params`` argument is ignored."""
     from superlearner.arena import from_anchor
@@ -71,11 +91,12 @@ def anchor_kind(anchor) -> KindFn:
     return act
 
 
-def make_pair_match(env, kind_a: KindFn, kind_b: KindFn, num_games: int, opening_moves: int):
+def make_pair_match(env, kind_a: KindFn, kind_b: KindFn, num_games: int, opening_moves: int, first_moves=None):
     """A jitted ``match(params_a, params_b, key) -> (returns_a float32[G], seat_a int32[G])``.
 
     Player A sits first in the first half of the ``num_games`` games and second in the other;
-    the first ``opening_moves`` plies of every game are uniformly random (see
+    ``first_moves`` (int[G] or None) forces each game's first ply, and the first
+    ``opening_moves`` plies of every game are uniformly random (see
     `superlearner.arena.make_match_fn`). ``key`` is consumed.
     """
     from superlearner.arena import make_match_fn
@@ -83,7 +104,7 @@ def make_pair_match(env, kind_a: KindFn, kind_b: KindFn, num_games: int, opening
     def match(params_a, params_b, key):
         player_a = lambda k, s: kind_a(params_a, k, s)  # noqa: E731
         player_b = lambda k, s: kind_b(params_b, k, s)  # noqa: E731
-        return make_match_fn(env, player_a, player_b, num_games, opening_moves)(key)
+        return make_match_fn(env, player_a, player_b, num_games, opening_moves, first_moves=first_moves)(key)
 
     return jax.jit(match)
 
@@ -115,6 +136,32 @@ def match_report(returns, seat_a) -> dict:
     return out
 
 
+def first_move_report(returns, seat_a, first_moves) -> dict:
+    """Player A's record per forced first move: ``{move: {"first": record, "second": record}}``
+    (records as in `match_report`), for games opened by `superlearner.arena.all_first_moves`."""
+    returns, seat_a, first_moves = np.asarray(returns), np.asarray(seat_a), np.asarray(first_moves)
+    out = {}
+    for move in np.unique(first_moves):
+        select = first_moves == move
+        report = match_report(returns[select], seat_a[select])
+        out[str(int(move))] = report["seats"]
+    return out
+
+
+def exact_lines_against_perfect(agent) -> dict:
+    """The greedy agent against every line of perfect tic-tac-toe play, in both seats, from the
+    empty board and each first move (`superlearner.anchors.tic_tac_toe_lines_against_perfect`)."""
+    from superlearner.anchors import tic_tac_toe_lines_against_perfect
+
+    policy = jax.jit(agent.engine.learner.policy)
+
+    def choose(state) -> int:
+        logits, _ = policy(agent.params, state.observation[None], state.legal_action_mask[None])
+        return int(np.argmax(np.asarray(logits[0])))
+
+    return tic_tac_toe_lines_against_perfect(agent.env, choose)
+
+
 def _record_line(record: dict) -> str:
     return (
         f"+{record['wins']} ={record['draws']} -{record['losses']}  score {record['score']:.3f} "
@@ -127,6 +174,15 @@ def _even_games(games: int, option: str = "--games") -> int:
     if games < 2:
         raise UserError(f"{option} {games}: must be at least 2 (half of the games are played in each seat)")
     return games + games % 2
+
+
+def _openings(args, config) -> str:
+    from superlearner.arena import OPENINGS
+
+    openings = getattr(args, "openings", None) or config.arena.openings
+    if openings not in OPENINGS:
+        raise UserError(f"--openings {openings}: accepted: {', '.join(OPENINGS)}")
+    return openings
 
 
 def _opening_moves(args, config) -> int:
@@ -584,20 +640,47 @@ def _eval_game(agent, args) -> int:
         return _eval_best_response(agent, args)
     games = _even_games(args.games)
     opening = _opening_moves(args, agent.config)
+    openings = _openings(args, agent.config)
+    first_moves = None
+    if openings == "all-first-moves":
+        from superlearner.arena import all_first_moves
+
+        first_moves = all_first_moves(env, games)
     opponent = make_opponent(env, spec, greedy)
-    if games != args.games:
+    if first_moves is not None and len(first_moves) != games:
+        print(
+            f"note: --games {args.games} rounded up to {len(first_moves)} so every first move is played "
+            "equally often in both seats", file=sys.stderr,
+        )
+        games = len(first_moves)
+    elif games != args.games:
         print(f"note: --games {args.games} rounded up to {games} so both seats play equally often", file=sys.stderr)
-    if greedy and opponent.deterministic and opening == 0:
+    if greedy and opponent.deterministic and opening == 0 and first_moves is None:
         print(
             "note: both players are greedy and no opening plies are random, so every game in a seat is "
             "the same game; vary them with --opening-moves N or --sample",
             file=sys.stderr,
         )
-    match_key, svg_key = jax.random.split(jax.random.key(args.seed))
-    kind = policy_kind(agent.engine.learner.policy, greedy)
-    match = make_pair_match(env, kind, opponent.kind, games, opening)
-    returns, seat_a = match(agent.params, opponent.params, match_key)
-    report = dict(_agent_header(agent), opponent=spec, opening_moves=opening, **match_report(returns, seat_a))
+    match_key, svg_key, choice_key = jax.random.split(jax.random.key(args.seed), 3)
+    kind, params = policy_kind(agent.engine.learner.policy, greedy), agent.params
+    as_league = bool(getattr(args, "league", False))
+    if as_league:
+        # The league's policy plays: one snapshot per game, drawn from its meta-strategy.
+        kind = league_kind(agent.engine.learner.policy, greedy)
+        league = _member_league(agent, args.path)
+        if league is None:
+            raise UserError(f"--league: {args.path} has no league (it was not trained by self-play)")
+        params = league_params(league, choice_key)
+    match = make_pair_match(env, kind, opponent.kind, games, opening, first_moves)
+    returns, seat_a = match(params, opponent.params, match_key)
+    report = dict(
+        _agent_header(agent), opponent=spec, opening_moves=opening, openings=openings,
+        player="league" if as_league else "agent", **match_report(returns, seat_a),
+    )
+    if first_moves is not None:
+        report["first_moves"] = first_move_report(returns, seat_a, first_moves)
+    if env.id == "tic_tac_toe" and spec == "perfect" and greedy and not as_league:
+        report["exact"] = exact_lines_against_perfect(agent)
     if args.svg:
         svg, game = game_svg(
             env, [("agent", kind, agent.params), (opponent.name, opponent.kind, opponent.params)], svg_key, opening
@@ -609,12 +692,27 @@ def _eval_game(agent, args) -> int:
         return 0
     mode = "greedy" if greedy else "sampling"
     print(
-        f"{env.id}: agent (iteration {agent.step}, member {agent.member}, {mode}) vs {opponent.name}: "
-        f"{report['games']} games, half in each seat, {opening} random opening plies"
+        f"{env.id}: {'league policy' if as_league else 'agent'} (iteration {agent.step}, member {agent.member}, {mode}) "
+        f"vs {opponent.name}: "
+        f"{report['games']} games, half in each seat, "
+        + ("every legal first move in both seats, then " if first_moves is not None else "")
+        + f"{opening} random opening plies"
     )
     print(f"  all games     {_record_line(report)}")
     for seat in ("first", "second"):
         print(f"  {seat + ' seat':<13} {_record_line(report['seats'][seat])}")
+    if "exact" in report:
+        for seat, rows in report["exact"].items():
+            lines = sum(r["lines"] for r in rows.values())
+            lost = sum(r["losses"] for r in rows.values())
+            where = ", ".join(k for k, r in rows.items() if r["losses"]) or "none"
+            print(f"  every perfect line, {seat} seat: {lines} games from the empty board and each first move, {lost} lost (openings with a loss: {where})")
+    if first_moves is not None:
+        lost = [
+            f"{move} ({seat} seat: {record['losses']})"
+            for move, seats in report["first_moves"].items() for seat, record in seats.items() if record["losses"]
+        ]
+        print(f"  first moves with a loss: {', '.join(lost) if lost else 'none'}")
     if env.id == "kuhn_poker":
         print(f"  mean chips per game {report['mean_return']:+.3f}")
     if args.svg:
@@ -622,15 +720,18 @@ def _eval_game(agent, args) -> int:
     return 0
 
 
-def _eval_best_response(agent, args) -> int:
+def _member_league(agent, path):
+    """The loaded member's `LeagueState`, or None for a run without a league."""
     from superlearner.agent import load_train_state
 
-    _, state, _ = load_train_state(args.path)
-    league = state.league
-    if hasattr(league, "params"):
-        league = jax.tree.map(lambda x: x[agent.member], league)
-    else:
-        league = None
+    _, state, _ = load_train_state(path)
+    if not hasattr(state.league, "params"):
+        return None
+    return jax.tree.map(lambda x: x[agent.member], state.league)
+
+
+def _eval_best_response(agent, args) -> int:
+    league = _member_league(agent, args.path)
     report = dict(
         _agent_header(agent), opponent="best-response",
         **kuhn_best_response_report(agent.env, agent.engine.learner.policy, agent.params, league),

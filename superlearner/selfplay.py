@@ -61,10 +61,18 @@ def outcome_score(learner_return: jax.Array) -> jax.Array:
     return 0.5 * (jnp.sign(learner_return) + 1.0)
 
 
-def new_matches(env: Env, league: LeagueState, key: jax.Array, num: int, env_params) -> Match:
-    """``num`` fresh games with random seats and opponents drawn from the league."""
-    seat_key, opponent_key, reset_key = jax.random.split(key, 3)
+def new_matches(env: Env, league: LeagueState, key: jax.Array, num: int, env_params, opening_moves: int = 0) -> Match:
+    """``num`` fresh games with random seats and opponents drawn from the league.
+
+    With ``opening_moves`` (static) > 0, each game first plays a uniformly drawn number in
+    ``0..opening_moves`` of uniformly random legal plies, which belong to neither player, so
+    that training sees varied positions (random openings, as in the arena). A ply that would
+    end the game is not played.
+    """
+    seat_key, opponent_key, reset_key, opening_key = jax.random.split(key, 4)
     games = jax.vmap(env.reset)(jax.random.split(reset_key, num), env_params)
+    if opening_moves > 0:
+        games = _random_plies(env, games, opening_key, opening_moves, env_params)
     return Match(
         game=games,
         seat=jax.random.randint(seat_key, (num,), 0, env.num_players, dtype=jnp.int32),
@@ -83,10 +91,12 @@ def collect_self_play(
     env_params,
     key: jax.Array,
     num_steps: int,
+    opening_moves: int = 0,
 ):
     """Runs ``num_steps`` learner decisions in each of the N games of ``matches``.
 
-    ``matches`` must be at a learner decision (the engine keeps it so between rollouts).
+    ``matches`` must be at a learner decision (the engine keeps it so between rollouts); new
+    games open with up to ``opening_moves`` random plies (static; see `new_matches`).
 
     Returns:
       ``(matches, league, rollout, stats)``: the games to continue from, the league with the
@@ -117,7 +127,7 @@ def collect_self_play(
         ended = matches.game.terminated | matches.game.truncated
         league = record_results(league, matches.opponent, outcome_score(matches.learner_return), ended)
         results = _add_results(results, matches, ended)
-        fresh = new_matches(env, league, key, num, env_params)
+        fresh = new_matches(env, league, key, num, env_params, opening_moves)
         matches = jax.tree.map(lambda a, b: jnp.where(_bcast(ended, a), a, b), fresh, matches)
         return matches, league, results
 
@@ -221,6 +231,21 @@ def _add_results(results: dict, matches: Match, ended: jax.Array) -> dict:
         self_score=results["self_score"] + (score * vs_self).sum(),
         length=results["length"] + (matches.length * ended_f).sum(),
     )
+
+
+def _random_plies(env: Env, games: State, key: jax.Array, max_plies: int, env_params) -> State:
+    """Plays ``0..max_plies`` (uniform per game) random legal plies in each of the N games."""
+    num = games.current_player.shape[0]
+    count_key, *ply_keys = jax.random.split(key, max_plies + 1)
+    count = jax.random.randint(count_key, (num,), 0, max_plies + 1)
+    for ply, ply_key in enumerate(ply_keys):
+        act_key, step_key = jax.random.split(ply_key)
+        logits = jnp.where(games.legal_action_mask, 0.0, -jnp.inf)
+        actions = jax.random.categorical(act_key, logits).astype(jnp.int32)
+        stepped = jax.vmap(env.step)(games, actions, jax.random.split(step_key, num))
+        keep = (ply < count) & ~(stepped.terminated | stepped.truncated)
+        games = jax.tree.map(lambda a, b: jnp.where(_bcast(keep, a), a, b), stepped, games)
+    return games
 
 
 def _bcast(mask: jax.Array, like: jax.Array) -> jax.Array:

@@ -305,6 +305,27 @@ def test_perfect_tic_tac_toe_never_loses():
     np.testing.assert_array_equal(totals[400:], 0.0)
 
 
+def test_every_perfect_line_is_counted_and_only_bad_play_loses_them():
+    env = sl.make("tic_tac_toe")
+    values = jax.jit(lambda state: anchors.tic_tac_toe_action_values(env, state, jax.random.key(0)))
+
+    def best(state) -> int:  # deterministic perfect play: the first optimal move
+        return int(np.argmax(np.asarray(values(state))))
+
+    def lowest_cell(state) -> int:
+        return int(np.flatnonzero(np.asarray(state.legal_action_mask))[0])
+
+    out = anchors.tic_tac_toe_lines_against_perfect(env, best)
+    assert set(out) == {"first", "second"}
+    assert sorted(out["first"]) == sorted(["empty"] + [str(m) for m in range(9)])
+    for rows in out.values():
+        assert all(r["losses"] == 0 and r["wins"] == 0 and r["lines"] == r["draws"] > 0 for r in rows.values())
+    # Second from the empty board, the perfect side opens anywhere: at least 9 lines.
+    assert out["second"]["empty"]["lines"] >= 9
+    bad = anchors.tic_tac_toe_lines_against_perfect(env, lowest_cell)
+    assert sum(r["losses"] for rows in bad.values() for r in rows.values()) > 0
+
+
 def test_perfect_tic_tac_toe_takes_a_win_and_varies_its_moves():
     env = sl.make("tic_tac_toe")
     act = fast_jit(jax.vmap(make_anchor(env, "perfect"), in_axes=(0, None)))

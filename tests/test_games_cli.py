@@ -100,6 +100,40 @@ def test_the_perfect_player_is_never_beaten(run_dir, capsys):
     assert report["games"] == 20
 
 
+def test_all_first_moves_cover_every_opening_in_both_seats(run_dir, capsys):
+    from superlearner.anchors import make_anchor
+    from superlearner.arena import all_first_moves
+
+    env = sl.make("tic_tac_toe")
+    moves = all_first_moves(env, 20)
+    assert len(moves) == 36  # 20 rounded up to 2 seats x 9 first moves x 2
+    np.testing.assert_array_equal(moves[:18], np.tile(np.arange(9), 2))
+    np.testing.assert_array_equal(moves[18:], moves[:18])
+    # Perfect play draws after every first move, in either seat.
+    perfect = games_cli.anchor_kind(make_anchor(env, "perfect"))
+    match = games_cli.make_pair_match(env, perfect, perfect, 36, 0, moves)
+    returns, seat = match(None, None, jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(returns), 0.0)
+    report = games_cli.first_move_report(returns, seat, moves)
+    assert sorted(report, key=int) == [str(m) for m in range(9)]
+    assert all(r["first"]["draws"] == 2 and r["second"]["draws"] == 2 for r in report.values())
+    # A random player opening in a corner loses some games against perfect play.
+    rand = games_cli.anchor_kind(make_anchor(env, "random"))
+    returns, _ = games_cli.make_pair_match(env, rand, perfect, 36, 0, moves)(None, None, jax.random.key(1))
+    assert np.all(np.asarray(returns) <= 0) and np.any(np.asarray(returns) < 0)
+    # The command: every first move, both seats, with a record per first move.
+    import argparse
+
+    args = argparse.Namespace(
+        path=str(run_dir), opponent="perfect", games=18, opening_moves=0, openings="all-first-moves", seed=0,
+        json=True, sample=False, svg=None, levels=None, episodes=1,
+    )
+    assert games_cli.cmd_eval(args) == 0
+    out = _json_out(capsys)
+    assert out["openings"] == "all-first-moves" and out["games"] == 18
+    assert out["wins"] == 0 and sorted(out["first_moves"], key=int) == [str(m) for m in range(9)]
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -225,6 +259,38 @@ def test_kuhn_best_response_report_has_the_known_values():
     report = games_cli.kuhn_best_response_report(env, policy, equilibrium)
     # The greedy policy of an equilibrium that mixes is exploitable.
     assert report["exploitability_greedy"] > 0.05
+
+
+def test_the_league_player_keeps_one_snapshot_per_game_drawn_from_the_meta_strategy():
+    from superlearner.anchors import kuhn_equilibrium_policy, kuhn_exploitability
+    from superlearner.arena import kuhn_average_policy, kuhn_policy_table
+    from superlearner.envs import kuhn_poker as kp
+
+    env = sl.make("kuhn_poker")
+    policy = _table_policy(env)
+    always_pass = jnp.zeros((kp.NUM_INFO_STATES, 2)).at[:, 1].set(-1e9)
+    always_bet = jnp.zeros((kp.NUM_INFO_STATES, 2)).at[:, 0].set(-1e9)
+    league = _League(
+        params=jnp.stack([always_pass, always_bet, always_bet]), filled=jnp.array([True, True, False]),
+        meta_strategy=jnp.array([0.25, 0.75, 0.0]),
+    )
+    params = games_cli.league_params(league, jax.random.key(0))
+    act = jax.jit(games_cli.league_kind(policy, greedy=False))
+    states = jax.vmap(env.reset)(jax.random.split(jax.random.key(1), 4000))
+    first = np.asarray(act(params, jax.random.key(2), states))
+    # Another decision of the same games: the same snapshots (deterministic here) act again.
+    np.testing.assert_array_equal(np.asarray(act(params, jax.random.key(3), states)), first)
+    assert abs(first.mean() - 0.75) < 0.03  # the bet snapshot plays 3/4 of the games
+    # A new match draws new snapshots.
+    other = games_cli.league_params(league, jax.random.key(9))
+    assert np.any(np.asarray(act(other, jax.random.key(2), states)) != first)
+    # The equilibrium mixed with itself is unexploitable, and a match against the league plays.
+    table = kuhn_equilibrium_policy()
+    acting = np.stack([table[kp.INFO_STATE_PLAYER[i], i] for i in range(kp.NUM_INFO_STATES)])
+    assert kuhn_exploitability(kuhn_policy_table(kuhn_average_policy(np.stack([acting, acting]), np.array([0.3, 0.7])))) < 1e-6
+    match = games_cli.make_pair_match(env, games_cli.league_kind(policy, False), games_cli.policy_kind(policy, False), 64, 0)
+    returns, _ = match(params, always_pass, jax.random.key(4))
+    assert np.asarray(returns).shape == (64,)
 
 
 # ---------------------------------------------------------------------------------------------
