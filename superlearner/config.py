@@ -92,7 +92,6 @@ class LeagueConfig:
     payoff_games: int = field(0, "games a new snapshot plays against each snapshot to fill the payoff matrix (0 = none; meta_solver=nash needs some)", low=0)
     solver_iterations: int = field(1000, "regret-matching iterations of the nash meta-solver per new snapshot", low=1)
     opening_moves: int = field(0, "training games open with a uniform number in 0..opening_moves of random plies (varied positions)", low=0)
-    opening_moves: int = field(0, "training games open with a uniform number in 0..opening_moves of random plies (varied positions)", low=0)
     payoff_decay: float = field(0.02, "step size of the decayed-average win rates", low=0.0, high=1.0)
     beat_margin: float = field(0.7, "league score above which a snapshot is added (snapshot_rule=beat)", low=0.0, high=1.0)
 
@@ -105,7 +104,6 @@ class ArenaConfig:
     every_chunks: int = field(1, "chunks between arena measurements (0 = never)", low=0)
     games: int = field(64, "games per anchor and measurement, half in each seat", low=2)
     opening_moves: int = field(0, "uniformly random plies at the start of each arena game (varied openings)", low=0)
-    openings: Literal["random", "all-first-moves"] = field("random", "random: opening_moves random plies; all-first-moves: every legal first move forced in turn, in both seats (games rounded up to fit)")
     openings: Literal["random", "all-first-moves"] = field("random", "random: opening_moves random plies; all-first-moves: every legal first move forced in turn, in both seats (games rounded up to fit)")
 
 
@@ -178,6 +176,7 @@ class TrainConfig:
     eval_episodes: int = field(100, "episodes for the final evaluation (0 = none)", low=0)
     mesh_pop: int = field(0, "devices the population is split over (must divide population_size; 0 = choose)", low=0)
     mesh_data: int = field(0, "devices each member's env batch is split over (must divide learner.num_envs; 0 = choose)", low=0)
+    memory_budget_gib: float = field(0.0, "device memory a run may use, GiB; a run whose compiled chunk needs more is refused before it starts (0 = the device's capacity)", low=0.0)
 
 
 @dataclasses.dataclass(frozen=True)

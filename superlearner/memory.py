@@ -87,27 +87,38 @@ def device_capacity(device: jax.Device | None = None) -> int | None:
     return None
 
 
-def largest_parts(state: Any, config: Any) -> list[str]:
-    """The config settings that size the biggest parts of the run's memory, biggest first."""
+def largest_parts(state: Any, config: Any, temporaries: int = 0) -> list[str]:
+    """The config settings that size the biggest parts of a run's memory, biggest first.
+
+    ``temporaries`` (XLA's scratch: rollouts, activations, gradients) count towards the env
+    batch, which sets their size.
+    """
     from superlearner.engine import TrainState
 
     lc, tc = config.learner, config.train
     suggestions = {
         "env": f"learner.num_envs (now {lc.num_envs}) or learner.num_steps (now {lc.num_steps})",
-        "learner": f"train.population_size (now {tc.population_size}) or the network size (learner.hidden_sizes)",
+        "learner": f"train.population_size (now {tc.population_size}) or learner.hidden_sizes",
         "league": f"league.capacity (now {config.league.capacity})",
         "curriculum": f"curriculum.capacity (now {config.curriculum.capacity})",
     }
-    parts = {"env": 0, "learner": 0, "league": 0, "curriculum": 0}
+    parts = {"env": temporaries, "learner": 0, "league": 0, "curriculum": 0}
     if isinstance(state, TrainState):
-        parts["env"] = tree_bytes((state.env_state, state.env_params, state.episode_stats))
+        parts["env"] += tree_bytes((state.env_state, state.env_params, state.episode_stats))
         parts["learner"] = tree_bytes(state.learner)
         parts["league"] = tree_bytes(state.league)
         parts["curriculum"] = tree_bytes(state.curriculum)
-    # Rollouts and activations (the temporaries) grow with the env batch; it leads on ties.
-    parts["env"] = max(parts["env"], 1)
+    parts["env"] = max(parts["env"], 1)  # the env batch is always worth naming
     order = sorted(parts, key=lambda name: -parts[name])
     return [suggestions[name] for name in order if parts[name] > 0]
+
+
+def format_bytes(count: int) -> str:
+    """``count`` bytes in GiB, MiB or KiB, whichever reads best."""
+    for unit, size in (("GiB", GIB), ("MiB", 1024**2), ("KiB", 1024)):
+        if count >= size:
+            return f"{count / size:.2f} {unit}"
+    return f"{count} B"
 
 
 def check_fits(
@@ -126,10 +137,10 @@ def check_fits(
     if capacity is None or estimate.peak <= capacity:
         return
     need = (
-        f"needs about {estimate.peak / GIB:.2f} GiB on {where} (state {estimate.arguments / GIB:.2f} GiB, "
-        f"temporaries {estimate.temporaries / GIB:.2f} GiB) but {capacity / GIB:.2f} GiB is available"
+        f"needs about {format_bytes(estimate.peak)} on {where} (state {format_bytes(estimate.arguments)}, "
+        f"temporaries {format_bytes(estimate.temporaries)}) but {format_bytes(capacity)} is available"
     )
     hint = ""
     if config is not None:
-        hint = "; lower " + ", or ".join(largest_parts(state, config)[:2])
+        hint = "; lower " + "; or lower ".join(largest_parts(state, config, estimate.temporaries)[:2])
     raise UserError(f"this run {need}{hint}")

@@ -36,6 +36,7 @@ from superlearner.config import ExperimentConfig, config_from_dict, config_to_di
 from superlearner.engine import Engine, TrainState, initial_state, make_engine
 from superlearner.errors import ConfigError, UserError
 from superlearner.logs import MetricsLog
+from superlearner.memory import GIB, MemoryEstimate, check_fits, device_capacity, program_memory
 
 CONFIG_FILE = "config.yaml"
 # Metrics whose non-finite value means the run is broken.
@@ -153,11 +154,13 @@ def train(
     mesh = make_run_mesh(config)
     run_dir = Path(run_dir)
     check_new_run_dir(run_dir)
+    program = compile_run(engine, mesh)  # a run that would not fit its devices stops here
     distributed.sync("superlearner: run directory checked")  # before process 0 writes into it
     if distributed.is_main_process():
         prepare_run_dir(run_dir, config)
     distributed.sync("superlearner: run directory written")
-    return _run(engine, mesh, run_dir, resume=False, show_progress=show_progress, max_chunks=max_chunks, on_chunk=on_chunk)
+    return _run(engine, mesh, run_dir, resume=False, show_progress=show_progress, max_chunks=max_chunks,
+                on_chunk=on_chunk, program=program)
 
 
 def resume(
@@ -182,7 +185,9 @@ def resume(
     validate_semantics(config)
     engine = make_engine(config)
     device_mesh = make_run_mesh(config)
-    return _run(engine, device_mesh, run_dir, resume=True, show_progress=show_progress, max_chunks=max_chunks, on_chunk=on_chunk)
+    program = compile_run(engine, device_mesh)
+    return _run(engine, device_mesh, run_dir, resume=True, show_progress=show_progress, max_chunks=max_chunks,
+                on_chunk=on_chunk, program=program)
 
 
 def with_mesh(config: ExperimentConfig, mesh: dict[str, int]) -> ExperimentConfig:
@@ -200,12 +205,44 @@ def make_run_mesh(config: ExperimentConfig, source: str = "config") -> jax.shard
     return distributed.make_mesh(shape)
 
 
-def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bool, max_chunks, on_chunk) -> RunResult:
+@dataclasses.dataclass
+class RunProgram:
+    """A run's compiled train chunk and the layout it was compiled for (see `compile_run`)."""
+
+    chunk: Any  # jax.stages.Compiled: (state) -> (state, metrics)
+    shardings: Any
+    memory: MemoryEstimate
+
+
+def compile_run(engine: Engine, mesh) -> RunProgram:
+    """Compiles ``engine``'s train chunk for ``mesh`` and checks that it fits the devices.
+
+    Nothing is allocated or written before the check, so a preset sized for a bigger machine
+    fails with one line naming the settings to lower (`superlearner.memory.check_fits`);
+    ``train.memory_budget_gib`` replaces the device's own capacity when set.
+    """
+    config = engine.config
+    abstract = jax.eval_shape(lambda: engine.init(config.train.seed))
+    shardings = distributed.train_state_shardings(abstract, mesh, config.train.population_size, config.learner.num_envs)
+    placed = jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract, shardings)
+    chunk_fn = jax.jit(engine.train_chunk, static_argnums=1, donate_argnums=0,
+                       out_shardings=(shardings, distributed.replicated(mesh)))
+    with jax.set_mesh(mesh):  # the mesh learners' sharding constraints refer to
+        compiled = chunk_fn.lower(placed, config.train.iterations_per_chunk).compile()
+    estimate = program_memory(compiled)
+    device = mesh.devices.flat[0]
+    budget = config.train.memory_budget_gib
+    capacity = int(budget * GIB) if budget > 0 else device_capacity(device)
+    check_fits(estimate, capacity, state=abstract, config=config, where=f"{device.platform}:{device.id}")
+    return RunProgram(chunk=compiled, shardings=shardings, memory=estimate)
+
+
+def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bool, max_chunks, on_chunk,
+         program: RunProgram) -> RunResult:
     config = engine.config
     main = distributed.is_main_process()
     multi = jax.process_count() > 1
     show_progress = show_progress and main
-    chunk_size = config.train.iterations_per_chunk
     size, num_envs = config.train.population_size, config.learner.num_envs
     if show_progress and mesh.devices.size < jax.device_count():
         print(
@@ -213,9 +250,7 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
             f"population_size={size} and num_envs={num_envs} split over no more",
             file=sys.stderr,
         )
-    shardings = distributed.train_state_shardings(
-        jax.eval_shape(lambda: engine.init(config.train.seed)), mesh, size, num_envs
-    )
+    shardings = program.shardings
     whole = distributed.replicated(mesh)
     checkpointer = Checkpointer(run_dir, keep=config.train.keep_checkpoints)
     # Jitted, so every leaf is its own buffer (the chunk donates them all).
@@ -229,7 +264,7 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
     log = MetricsLog(run_dir, config, resume_from=iteration if resume else None) if main else _NoLog()
 
     # Metrics come back replicated, so every process (and device_get) can read them whole.
-    chunk_fn = jax.jit(engine.train_chunk, static_argnums=1, donate_argnums=0, out_shardings=(shardings, whole))
+    chunk_fn = program.chunk
     gather = jax.jit(lambda tree: tree, out_shardings=whole)
     all_finite = jax.jit(_all_finite, out_shardings=whole)
     # An on-device copy for the checkpoint writer: the state's own buffers are donated to the
@@ -260,7 +295,7 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
                 chunk_start = time.perf_counter()
                 try:
                     with jax.set_mesh(mesh):  # the mesh learners' sharding constraints refer to
-                        state, metrics = chunk_fn(state, chunk_size)
+                        state, metrics = chunk_fn(state)
                     metrics = jax.device_get(metrics)
                     params_finite = bool(all_finite(state.learner.params))
                     hparams = jax.device_get(gather(state.hparams))

@@ -59,3 +59,18 @@ def test_peak_counts_outputs_that_do_not_reuse_donated_inputs():
 def test_device_capacity_is_known_on_cpu():
     capacity = device_capacity(jax.local_devices()[0])
     assert capacity is not None and capacity > 0.5 * GIB
+
+
+def test_train_refuses_a_run_that_would_not_fit_before_writing_anything(tmp_path, capsys):
+    """A run whose compiled chunk needs more than the budget stops with one line naming the
+    settings to lower, and leaves no run directory behind (nothing to clean up, nothing lost)."""
+    from superlearner.cli import main
+
+    run_dir = tmp_path / "run"
+    code = main(["train", "cartpole_ppo", "--run-dir", str(run_dir), "--set", "train.memory_budget_gib=0.000001",
+                 "--set", "learner.num_steps=16", "--set", "learner.hidden_sizes=[8]"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "is available" in err and "learner.num_envs (now 4)" in err
+    assert not run_dir.exists()
