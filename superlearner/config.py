@@ -111,7 +111,7 @@ class ArenaConfig:
 class CurriculumConfig:
     """Autonomous curriculum over the env's levels (envs with a level space, e.g. maze)."""
 
-    kind: Literal["none", "dr", "plr", "accel", "sfl"] = field("none", "none (the env's default level), dr, plr (robust), accel or sfl")
+    kind: Literal["none", "dr", "plr", "accel", "sfl", "lp"] = field("none", "none (the env's default level), dr, plr (robust), accel, sfl, or lp (a learning-progress teacher over one parameter of the env's params)")
     capacity: int = field(4000, "levels the replay buffer holds", low=1)
     prioritization: Literal["rank", "proportional"] = field("rank", "how scores become replay probabilities")
     score: Literal["pvl", "maxmc"] = field("pvl", "PLR/ACCEL level score: positive value loss or MaxMC (SFL uses learnability)")
@@ -122,6 +122,12 @@ class CurriculumConfig:
     temperature: float = field(0.3, "prioritisation temperature (adaptable)", low=1e-3, high=100.0)
     staleness_coef: float = field(0.3, "mix of staleness into replay probabilities (adaptable)", low=0.0, high=1.0)
     fresh_ratio: float = field(0.5, "SFL: share of fresh levels in each batch (adaptable)", low=0.0, high=1.0)
+    lp_field: str = field("length", "lp: the field of the env's params the teacher varies (e.g. cartpole's pole half-length)")
+    lp_low: float = field(0.1, "lp: lowest value of that field")
+    lp_high: float = field(2.0, "lp: highest value of that field")
+    lp_bins: int = field(10, "lp: equal bins the range is cut into (the teacher's arms)", low=1)
+    lp_epsilon: float = field(0.1, "lp: probability mass spread uniformly over the bins (adaptable)", low=0.0, high=1.0)
+    lp_temperature: float = field(0.2, "lp: softmax temperature over normalised |learning progress| (adaptable)", low=1e-3, high=100.0)
 
 
 @dataclasses.dataclass(frozen=True)

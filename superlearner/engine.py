@@ -133,9 +133,11 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         )
     learner = make_learner(config, env)
     sampler = make_sampler(config, env)
+    teacher = make_teacher(config, env)
     lc, tc = config.learner, config.train
     num_envs, num_steps, size = lc.num_envs, lc.num_steps, tc.population_size
     num_iterations = config.iterations
+    curriculum_hparams_one = curriculum_hparams(config)
 
     def init(seed) -> TrainState:
         """The TrainState of a fresh run; ``seed`` is an int or a traced int32[] (see
@@ -147,6 +149,12 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
             lambda x: jnp.broadcast_to(x, (size, num_envs) + jnp.shape(x)), env.default_params
         )
         env_keys = jax.random.split(env_key, size)
+        if teacher is not None:
+            # Every env's first episode plays a level the (still uniform) teacher draws.
+            teacher_state = jax.vmap(lambda _: teacher.init())(jnp.arange(size))
+            bins, env_params = jax.vmap(lambda k, t: teacher.draw(k, t, curriculum_hparams_one, num_envs))(
+                jax.random.split(jax.random.fold_in(key, 3), size), teacher_state
+            )
         if self_play:
             from superlearner.league import init_league
             from superlearner.selfplay import new_matches, to_learner_decision
@@ -170,6 +178,8 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
                 lambda x: jnp.broadcast_to(x, (size, num_envs) + x.shape), EpisodeStats.zeros(env.num_players)
             )
         curriculum = {}
+        if teacher is not None:
+            curriculum = {"teacher": teacher_state, "bins": bins, "hparams": initial_curriculum_hparams(config)}
         if sampler is not None:
             example = jax.tree.map(lambda x: x[0, 0], env_params)
             curriculum = {
@@ -204,11 +214,25 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
             buffer, batch = sampler.next_levels(curriculum["buffer"], level_key, curriculum["hparams"])
             env_params = batch.levels
             env_state = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs), env_params)
-        env_state, stats, rollout = collect_single_agent(
-            env, learner, learner_state.params, env_state, stats, env_params, rollout_key,
-            num_steps, lc.bootstrap_truncation,
-        )
+        if teacher is not None:
+            # Where an episode ends, the next one plays a level the teacher draws now; its
+            # outcome then updates that level's bin.
+            next_bins, next_levels = teacher.draw(level_key, curriculum["teacher"], curriculum["hparams"], num_steps * num_envs)
+            next_bins = next_bins.reshape(num_steps, num_envs)
+            next_levels = jax.tree.map(lambda x: x.reshape((num_steps, num_envs) + x.shape[1:]), next_levels)
+            env_state, stats, rollout, env_params, finished = collect_single_agent(
+                env, learner, learner_state.params, env_state, stats, env_params, rollout_key,
+                num_steps, lc.bootstrap_truncation, reset_params=next_levels,
+            )
+            curriculum, teacher_metrics = teacher.observe(curriculum, next_bins, finished)
+        else:
+            env_state, stats, rollout = collect_single_agent(
+                env, learner, learner_state.params, env_state, stats, env_params, rollout_key,
+                num_steps, lc.bootstrap_truncation,
+            )
         new_learner_state, metrics = learner.update(learner_state, rollout, hparams, update_key)
+        if teacher is not None:
+            metrics.update(teacher_metrics)
         if sampler is not None:
             learner_state = tree_select(batch.train, new_learner_state, learner_state)
             buffer, curriculum_metrics = score_levels(sampler, buffer, batch, rollout, hparams, config.curriculum.score)
@@ -339,7 +363,7 @@ def _compiled_init(init_fn: Callable, out_shardings: Any):
 def make_sampler(config: ExperimentConfig, env: Env):
     """The configured level sampler, or None."""
     cc = config.curriculum
-    if cc.kind == "none":
+    if cc.kind in ("none", "lp"):
         return None
     from superlearner.curriculum import make_level_sampler
     from superlearner.errors import ConfigError
@@ -358,13 +382,84 @@ def make_sampler(config: ExperimentConfig, env: Env):
     )
 
 
-def initial_curriculum_hparams(config: ExperimentConfig):
+def curriculum_hparams(config: ExperimentConfig):
+    """The curriculum's adaptable starting values for one member."""
     from superlearner.curriculum import CurriculumHparams
 
     cc = config.curriculum
-    values = dict(replay_prob=cc.replay_prob, temperature=cc.temperature, staleness_coef=cc.staleness_coef, fresh_ratio=cc.fresh_ratio)
-    one = CurriculumHparams.from_values(**values)
+    values = dict(replay_prob=cc.replay_prob, temperature=cc.temperature, staleness_coef=cc.staleness_coef,
+                  fresh_ratio=cc.fresh_ratio, lp_epsilon=cc.lp_epsilon, lp_temperature=cc.lp_temperature)
+    return CurriculumHparams.from_values(**values)
+
+
+def initial_curriculum_hparams(config: ExperimentConfig):
+    """`curriculum_hparams` with a leading population axis."""
+    one = curriculum_hparams(config)
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (config.train.population_size,) + x.shape), one)
+
+
+class Teacher(NamedTuple):
+    """A learning-progress teacher bound to one field of an env's params (see `make_teacher`).
+
+    ``init() -> TeacherState``; ``draw(key, teacher_state, hparams, num) -> (bins int32[num],
+    levels [num])`` draws bins
+    from the teacher and a level uniformly inside each; ``observe(curriculum, bins[T, N],
+    finished) -> (curriculum, metrics)`` folds the outcomes of the episodes that ended in a
+    rollout into the bins they played (``finished`` as returned by `collect_single_agent`).
+    """
+
+    init: Callable
+    draw: Callable
+    observe: Callable
+
+
+def make_teacher(config: ExperimentConfig, env: Env) -> Teacher | None:
+    """The learning-progress teacher of ``curriculum.kind: lp``, or None for other kinds.
+
+    An episode's outcome is success: its return reaching the env's ``reward_threshold``. The
+    teacher favours the bins whose success rate is changing fastest (`make_lp_teacher`).
+    """
+    cc = config.curriculum
+    if cc.kind != "lp":
+        return None
+    from superlearner.curriculum import bins_to_params, make_lp_teacher
+    from superlearner.errors import ConfigError
+
+    if env.num_players != 1:
+        raise ConfigError(f"curriculum.kind=lp: the teacher trains single-agent envs; {env.id!r} has {env.num_players} players")
+    if env.reward_threshold is None:
+        raise ConfigError(f"curriculum.kind=lp: env {env.id!r} defines no reward_threshold, so an episode has no success to track")
+    if not cc.lp_low < cc.lp_high:
+        raise ConfigError(f"curriculum.lp_low={cc.lp_low} must be below curriculum.lp_high={cc.lp_high}")
+    base = env.default_params
+    bins_to_params(jnp.zeros((1,), jnp.int32), base, cc.lp_field, cc.lp_low, cc.lp_high, cc.lp_bins)  # names the field
+    lp = make_lp_teacher(cc.lp_bins)
+    threshold = float(env.reward_threshold)
+
+    def draw(key, teacher_state, hparams, num):
+        bin_key, value_key = jax.random.split(key)
+        bins = lp.sample(bin_key, teacher_state, hparams, num)
+        return bins, bins_to_params(bins, base, cc.lp_field, cc.lp_low, cc.lp_high, cc.lp_bins, value_key)
+
+    def observe(curriculum, next_bins, finished):
+        def track(playing, step):
+            done_t, next_t = step
+            return jnp.where(done_t, next_t, playing), playing
+
+        bins, played = jax.lax.scan(track, curriculum["bins"], (finished["done"], next_bins))
+        success = (finished["episode_return"] >= threshold).astype(jnp.float32)
+        done = finished["done"].reshape(-1)
+        teacher_state = lp.update(curriculum["teacher"], played.reshape(-1), success.reshape(-1), curriculum["hparams"], mask=done)
+        probabilities = lp.probabilities(teacher_state, curriculum["hparams"])
+        num_done = jnp.maximum(done.sum(), 1)
+        metrics = {
+            "curriculum_success_rate": jnp.where(done, success.reshape(-1), 0.0).sum() / num_done,
+            "curriculum_bin_mean": (probabilities * jnp.arange(cc.lp_bins)).sum(),
+            "curriculum_entropy": -(probabilities * jnp.log(probabilities)).sum(),
+        }
+        return dict(curriculum, teacher=teacher_state, bins=bins), metrics
+
+    return Teacher(init=lp.init, draw=draw, observe=observe)
 
 
 def score_levels(sampler, buffer, batch, rollout, hparams: PPOHparams, score_kind: str):
@@ -458,14 +553,16 @@ def meta_step(controller, state: TrainState, episode_return: jax.Array):
     population = PopulationState(learner=state.learner, hparams=state.hparams, rng=state.rng)
     ctrl, population, events = controller.update(meta["controller"], population, recent_mean(returns), step_key)
     returns = gather_members(returns, events.parent)
-    # A copied member continues its parent's games, league and statistics too: they are part of
+    # A copied member continues its parent's games, levels, league, curriculum and statistics too: they are part of
     # what made the parent better, and the copy's own would no longer match its parameters.
     env_state = gather_members(state.env_state, events.parent)
+    env_params = gather_members(state.env_params, events.parent)
     league = gather_members(state.league, events.parent)
+    curriculum = gather_members(state.curriculum, events.parent)
     stats = gather_members(state.episode_stats, events.parent)
     state = state.replace(
         learner=population.learner, hparams=population.hparams, rng=population.rng,
-        env_state=env_state, league=league, episode_stats=stats,
+        env_state=env_state, env_params=env_params, league=league, curriculum=curriculum, episode_stats=stats,
         meta={"controller": ctrl, "returns": returns, "rng": jax.random.key_data(key)},
     )
     metrics = {"meta_parent": events.parent.astype(jnp.float32), "meta_exploited": events.did_exploit.astype(jnp.float32)}

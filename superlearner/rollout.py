@@ -20,6 +20,7 @@ def collect_single_agent(
     key: jax.Array,
     num_steps: int,
     bootstrap_truncation: bool = True,
+    reset_params=None,
 ):
     """Runs ``num_steps`` steps of N envs (leading axis of ``env_state``) under the policy.
 
@@ -34,18 +35,31 @@ def collect_single_agent(
       num_steps: T (static).
       bootstrap_truncation: where an episode is truncated, bootstrap from the value of its last
         observation instead of treating the cut as a terminal state.
+      reset_params: None, or levels with leading axes ``[T, N]``: where env n's episode ends at
+        step t, its next episode plays ``reset_params[t, n]`` (a teacher's choice) instead of
+        ``env_params[n]``.
 
     Returns:
-      ``(env_state, episode_stats, rollout)`` with rollout leading axes ``[T, N]``.
+      ``(env_state, episode_stats, rollout)`` with rollout leading axes ``[T, N]``; with
+      ``reset_params``, ``(env_state, episode_stats, rollout, env_params, finished)`` where
+      ``env_params`` is each env's level after the last step and ``finished`` holds, per step,
+      ``done`` (bool[T, N]) and the finished episode's ``episode_return`` (float[T, N]).
     """
     num_envs = env_state.step_count.shape[0]
     step = jax.vmap(lambda s, a, k, p: step_auto_reset(env, s, a, k, p))
 
-    def body(carry, step_key):
-        env_state, stats = carry
+    teacher_levels = reset_params is not None
+    step_with_reset = jax.vmap(lambda s, a, k, p, q: step_auto_reset(env, s, a, k, p, q))
+
+    def body(carry, inputs):
+        env_state, stats, level = carry
+        step_key, next_level = inputs
         act_key, env_key = jax.random.split(step_key)
         action, log_prob, value = learner.act(params, env_state.observation, env_state.legal_action_mask, act_key)
-        next_state, final = step(env_state, action, jax.random.split(env_key, num_envs), env_params)
+        if teacher_levels:
+            next_state, final = step_with_reset(env_state, action, jax.random.split(env_key, num_envs), level, next_level)
+        else:
+            next_state, final = step(env_state, action, jax.random.split(env_key, num_envs), level)
         stats = jax.vmap(update_episode_stats)(stats, final)
         out = dict(
             observation=env_state.observation,
@@ -58,10 +72,14 @@ def collect_single_agent(
             truncated=final.truncated,
             final_observation=final.observation,
         )
-        return (next_state, stats), out
+        if teacher_levels:
+            ended = final.terminated | final.truncated
+            out["episode_return"] = stats.last_return[:, 0]
+            level = jax.tree.map(lambda new, old: jnp.where(_bcast(ended, new), new, old), next_level, level)
+        return (next_state, stats, level), out
 
-    (env_state, episode_stats), out = jax.lax.scan(
-        body, (env_state, episode_stats), jax.random.split(key, num_steps)
+    (env_state, episode_stats, env_params), out = jax.lax.scan(
+        body, (env_state, episode_stats, env_params), (jax.random.split(key, num_steps), reset_params)
     )
     done = out["terminated"] | out["truncated"]
     v_tp1 = next_values(out["value"], learner.value(params, env_state.observation))
@@ -69,7 +87,15 @@ def collect_single_agent(
         final_value = learner.value(params, out["final_observation"])
         v_tp1 = jnp.where(out["truncated"], final_value, v_tp1)
     v_tp1 = jnp.where(out["terminated"] | (done & ~jnp.bool_(bootstrap_truncation)), 0.0, v_tp1)
-    return env_state, episode_stats, assemble_rollout(out, v_tp1, done)
+    rollout = assemble_rollout(out, v_tp1, done)
+    if teacher_levels:
+        return env_state, episode_stats, rollout, env_params, dict(done=done, episode_return=out["episode_return"])
+    return env_state, episode_stats, rollout
+
+
+def _bcast(mask: jax.Array, like: jax.Array) -> jax.Array:
+    """``mask`` [N] reshaped to broadcast against ``like`` [N, ...]."""
+    return mask.reshape(mask.shape + (1,) * (jnp.ndim(like) - mask.ndim))
 
 
 def next_values(value: jax.Array, last_value: jax.Array) -> jax.Array:

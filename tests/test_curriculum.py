@@ -562,3 +562,91 @@ def test_bins_to_cartpole_params():
     assert (np.diff(np.abs(theta_dot)) < 0).all(), theta_dot
     with pytest.raises(UserError, match="no field 'mass'"):
         cur.bins_to_params(jnp.array([0]), make_default_params(), "mass", 0.0, 1.0, 4)
+
+
+# ------------------------------------------------------------------------------------------------
+# The teacher inside the engine (curriculum.kind: lp).
+
+
+def _lp_config(**curriculum):
+    from superlearner.config import config_from_dict
+
+    return config_from_dict({
+        "env": {"id": "cartpole"},
+        "learner": {"num_envs": 4, "num_steps": 64, "num_minibatches": 2, "num_epochs": 1, "hidden_sizes": [16]},
+        "curriculum": {"kind": "lp", "lp_field": "length", "lp_low": 0.1, "lp_high": 2.0, "lp_bins": 5, **curriculum},
+        "train": {"total_env_steps": 4 * 64 * 3},
+    })
+
+
+def test_an_episode_that_ends_mid_rollout_restarts_on_the_level_the_teacher_chose():
+    """With ``reset_params``, env n's episode that ends at step t is followed by one on
+    ``reset_params[t, n]``: after the rollout each env plays the level of its last reset."""
+    from superlearner.engine import initial_state, make_engine
+    from superlearner.rollout import collect_single_agent
+
+    engine = make_engine(_lp_config())
+    state = initial_state(engine, 0)
+    member = jax.tree.map(lambda x: x[0], (state.learner, state.env_state, state.episode_stats, state.env_params))
+    learner, env_state, stats, env_params = member
+    num_steps, num_envs = 64, 4
+    t = np.arange(num_steps)[:, None]
+    n = np.arange(num_envs)[None, :]
+    marks = (1.0 + 0.01 * t + 0.001 * n).astype(np.float32)  # a distinct length per (t, n)
+    base = engine.env.default_params
+    reset_params = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_steps, num_envs) + jnp.shape(x)), base).replace(
+        length=jnp.asarray(marks))
+    _, _, rollout, levels, finished = jax.jit(
+        lambda s, st, p, k: collect_single_agent(engine.env, engine.learner, learner.params, s, st, p, k,
+                                                 num_steps, True, reset_params=reset_params)
+    )(env_state, stats, env_params, jax.random.key(3))
+    done = np.asarray(finished["done"])
+    np.testing.assert_array_equal(done, np.asarray(rollout.continue_) == 0)
+    assert done.any(axis=0).all(), "every env should finish an episode in 64 random-policy steps"
+    for env_index in range(num_envs):
+        last = np.flatnonzero(done[:, env_index])[-1]
+        assert float(levels.length[env_index]) == pytest.approx(marks[last, env_index])
+
+
+def test_teacher_credits_each_outcome_to_the_bin_its_episode_played():
+    from superlearner.engine import initial_curriculum_hparams, make_engine
+
+    from superlearner.engine import make_teacher
+
+    engine = make_engine(_lp_config())
+    teacher = make_teacher(engine.config, engine.env)
+    hparams = jax.tree.map(lambda x: x[0], initial_curriculum_hparams(engine.config))
+    curriculum = {"teacher": teacher.init(), "bins": jnp.array([0, 1], jnp.int32), "hparams": hparams}
+    # Env 0 ends an episode at t=0 (bin 0, success) and t=2 (bin 3, failure); env 1 at t=1 (bin 1, failure).
+    next_bins = jnp.array([[3, 4], [2, 2], [4, 4]], jnp.int32)
+    done = jnp.array([[True, False], [False, True], [True, False]])
+    returns = jnp.array([[500.0, 0.0], [0.0, 12.0], [20.0, 0.0]])
+    curriculum, metrics = teacher.observe(curriculum, next_bins, {"done": done, "episode_return": returns})
+    np.testing.assert_array_equal(curriculum["teacher"].counts, [1, 1, 0, 1, 0])
+    np.testing.assert_allclose(curriculum["teacher"].fast, [1.0, 0.0, 0.0, 0.0, 0.0])
+    # After the rollout env 0 plays bin 4 (its reset at t=2), env 1 bin 2 (its reset at t=1).
+    np.testing.assert_array_equal(curriculum["bins"], [4, 2])
+    assert float(metrics["curriculum_success_rate"]) == pytest.approx(1 / 3)
+
+
+def test_lp_engine_keeps_levels_in_range_and_counts_every_finished_episode():
+    from superlearner.engine import initial_state, make_engine
+
+    engine = make_engine(_lp_config())
+    state = initial_state(engine, 0)
+    lengths = np.asarray(state.env_params.length)
+    assert lengths.min() >= 0.1 and lengths.max() <= 2.0 and len(np.unique(lengths)) > 1
+    start_episodes = int(state.episode_stats.num_episodes.sum())
+    state, _ = jax.jit(engine.train_chunk, static_argnums=1)(state, 2)
+    finished = int(state.episode_stats.num_episodes.sum()) - start_episodes
+    assert int(state.curriculum["teacher"].counts.sum()) == finished > 0
+
+
+def test_lp_config_errors_name_the_setting():
+    from superlearner.engine import make_engine
+    from superlearner.errors import ConfigError, UserError
+
+    with pytest.raises(UserError, match="no field 'lenght'"):
+        make_engine(_lp_config(lp_field="lenght"))
+    with pytest.raises(ConfigError, match="lp_low=2.0 must be below"):
+        make_engine(_lp_config(lp_low=2.0, lp_high=1.0))
