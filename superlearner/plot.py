@@ -19,7 +19,13 @@ PANELS = (
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
-    """Writes ``plots/*.png`` into ``run_dir``; returns the paths written."""
+    """Writes ``plots/*.png`` into ``run_dir``; returns the paths written.
+
+    Given a learned update-rule file (``.npz``) instead, draws its drift surface beside it
+    (`plot_rule_file`), so ``superlearner plot rule.npz`` works too.
+    """
+    if Path(run_dir).suffix == ".npz":
+        return [plot_rule_file(run_dir)]
     import matplotlib
 
     matplotlib.use("Agg")

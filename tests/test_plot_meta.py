@@ -40,6 +40,7 @@ def test_drift_surfaces_and_rule_file_pngs(tmp_path):
     rule_file = save_rule_file(tmp_path / "rule.npz", init_learned_meta_params())
     png = plot_rule_file(rule_file)
     assert png == tmp_path / "rule_drift.png"
+    assert plot_run(rule_file) == [png]  # `superlearner plot rule.npz`
     _assert_non_trivial_png(png, min_width=900)
 
 
