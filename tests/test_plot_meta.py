@@ -80,3 +80,24 @@ def test_plot_run_adds_the_drift_surface_for_rules_with_a_drift(tmp_path, rule):
     names = [p.name for p in written]
     assert "drift_surface.png" in names and "return.png" in names
     _assert_non_trivial_png(run / "plots" / "drift_surface.png", min_width=600)
+
+
+@pytest.mark.slow
+def test_plot_run_draws_the_lineage_of_a_tiny_pbt_run(tmp_path):
+    from superlearner.config import load_config
+    from superlearner.plot import read_lineage
+    from superlearner.trainer import train
+
+    config = load_config("cartpole_pbt", [
+        "train.population_size=4", "train.total_env_steps=2048", "learner.num_steps=32", "learner.num_envs=4",
+        "train.iterations_per_chunk=16", "meta.interval=2", "meta.ready_iterations=2", "train.eval_episodes=0",
+        "log.tensorboard=false", "learner.hidden_sizes=[8]",
+    ])
+    run = tmp_path / "pbt"
+    train(config, run, show_progress=False)
+    lineage = read_lineage(run)
+    assert lineage.shape == (8, 4)  # 16 iterations, a generation every 2
+    assert np.all((lineage >= 0) & (lineage < 4))
+    written = plot_run(run)
+    assert run / "plots" / "lineage.png" in written
+    _assert_non_trivial_png(run / "plots" / "lineage.png")
