@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--opening-moves", type=int, default=None, help="two-player games: random plies at the start of each game (default: the env's)")
     evaluate.add_argument("--levels", help="levelled envs: 'named' (the held-out levels) or 'sampled:N' (N sampled solvable levels, with CVaR)")
     evaluate.add_argument("--svg", help="two-player games: write an SVG of one evaluation game to this path")
+    evaluate.add_argument("--openings", choices=["random", "all-first-moves"], default=None,
+                          help="two-player games: random opening plies, or every legal first move forced in turn in both seats (default: the run's arena.openings)")
+    evaluate.add_argument("--league", action="store_true",
+                          help="two-player games: play the league's policy (its snapshots mixed by the meta-strategy) instead of the current agent")
 
     ratings = sub.add_parser("ratings", help="rate a run's checkpoints and the anchors (Bradley-Terry / Elo)")
     ratings.add_argument("run_dir")
@@ -163,7 +167,12 @@ def _finish(result, config) -> int:
     state = "finished" if result.completed else ("stopped; resume with `superlearner resume " + str(result.run_dir) + "`")
     if main:
         print(f"run {state}: {result.env_steps:,} env steps per member in {result.wall_time:.1f} s -> {result.run_dir}")
-    if result.completed and config.train.eval_episodes > 0 and not result.stopped_by_signal:
+    # Two-player games are measured against anchors by the arena during training; the final
+    # episode evaluation is for single-agent tasks.
+    from superlearner.registry import make
+
+    single_agent = make(config.env.id, **config.env.options).num_players == 1
+    if result.completed and single_agent and config.train.eval_episodes > 0 and not result.stopped_by_signal:
         outcome = _evaluate(result.run_dir, config.train.eval_episodes, seed=0, greedy=True)
         if main:
             (Path(result.run_dir) / "eval.json").write_text(json.dumps(outcome.to_dict(), indent=2))
