@@ -14,6 +14,8 @@ Families:
   alphazero   AlphaZero self-play iteration time at pgx's AlphaZero example settings.
   memory      device memory (state, temporaries, peak) of every preset's compiled train chunk.
   precision   bfloat16 against float32 network compute: speed and learning.
+  scaling     env steps per second against number of envs, population size and number of devices
+              (a device mesh; simulated devices on CPU), with compile times.
 
 A family is one function ``bench_<name>(args) -> Report`` and one line in ``FAMILIES`` that names
 it, its help text and its own command-line arguments; the shared arguments (``--repeats``,
@@ -56,7 +58,7 @@ load average before the run: figures taken while other processes kept the CPU bu
   (uniformly random legal actions, auto-reset, one `lax.scan` of N steps under `jit`, compile
   excluded, best of a few repeats), for every registered env and, when pgx is installed, for
   pgx's `tic_tac_toe`, `connect_four` and `othello` under the identical harness.
-* `ppo`, `selfplay`, `curriculum`, `meta`, `alphazero`, `memory`, `precision`: training speed,
+* `ppo`, `selfplay`, `curriculum`, `meta`, `alphazero`, `memory`, `precision`, `scaling`: training speed,
   overheads and memory of the engine's learners and presets (each section says what it timed).
 """
 
@@ -692,6 +694,108 @@ def bench_precision(args: argparse.Namespace) -> Report:
 
 
 # ---------------------------------------------------------------------------------------------
+# scaling: throughput against batch, population and devices.
+
+# Times one compiled chunk of cartpole_ppo on a (pop, data) mesh of the first D devices, in a
+# fresh process (on CPU, XLA_FLAGS makes D simulated devices, which must be set before jax is
+# imported); prints one JSON line.
+_SCALING_DRIVER = r"""
+import json, sys, time
+import jax
+from superlearner import distributed
+from superlearner.config import apply_overrides, config_from_dict, config_to_dict, load_config
+from superlearner.engine import initial_state, make_engine
+
+num_devices, iterations, repeats = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+raw = apply_overrides(config_to_dict(load_config("cartpole_ppo")), sys.argv[4:] + ["log.tensorboard=false"])
+config = config_from_dict(raw)
+start = time.perf_counter()
+engine = make_engine(config)
+shape = distributed.resolve_mesh_shape(config.train.population_size, config.learner.num_envs, num_devices,
+                                       config.train.mesh_pop, config.train.mesh_data)
+mesh = distributed.make_mesh(shape, jax.devices()[:num_devices])
+abstract = jax.eval_shape(lambda: engine.init(config.train.seed))
+shardings = distributed.train_state_shardings(abstract, mesh, config.train.population_size, config.learner.num_envs)
+state = initial_state(engine, config.train.seed, shardings)
+chunk = jax.jit(engine.train_chunk, static_argnums=1, out_shardings=(shardings, distributed.replicated(mesh)))
+with jax.set_mesh(mesh):
+    compiled = chunk.lower(state, iterations).compile()
+compile_seconds = time.perf_counter() - start
+jax.block_until_ready(compiled(state))
+best = float("inf")
+for _ in range(repeats):
+    begin = time.perf_counter()
+    jax.block_until_ready(compiled(state))
+    best = min(best, time.perf_counter() - begin)
+steps = iterations * engine.env_steps_per_iteration * config.train.population_size
+print(json.dumps({"mesh": str(shape), "platform": jax.devices()[0].platform, "compile": compile_seconds,
+                  "seconds": best, "rate": steps / best}))
+"""
+
+
+def _scaling_run(num_devices: int, overrides: dict, iterations: int, repeats: int) -> dict:
+    import json
+    import subprocess
+
+    env = dict(os.environ)
+    if jax.default_backend() == "cpu":
+        flags = env.get("XLA_FLAGS", "")
+        env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={num_devices}".strip()
+    argv = [f"{k}={v}" for k, v in overrides.items()]
+    done = subprocess.run(
+        [sys.executable, "-c", _SCALING_DRIVER, str(num_devices), str(iterations), str(repeats), *argv],
+        env=env, capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"scaling run with {num_devices} devices failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_scaling(args: argparse.Namespace) -> Report:
+    base = {"learner.num_steps": args.num_steps, "learner.num_minibatches": 4}
+    tables = []
+    rows = []
+    for num_envs in args.num_envs:
+        result = _chunk_throughput("cartpole_ppo", {**base, "learner.num_envs": num_envs}, args.iterations, args.repeats)
+        rows.append([str(num_envs), format_rate(result["rate"]), f"{result['compile']:.1f}"])
+        print(f"  envs={num_envs:<6} {format_rate(result['rate'])} env steps/s", file=sys.stderr)
+    tables.append(Table("Number of envs (one member, one device)", ["envs", "env steps/s", "s compile"], rows))
+    rows = []
+    for size in args.population_sizes:
+        overrides = {**base, "learner.num_envs": args.population_envs, "train.population_size": size}
+        result = _chunk_throughput("cartpole_ppo", overrides, args.iterations, args.repeats)
+        rows.append([str(size), format_rate(result["rate"]), format_rate(result["rate"] / size), f"{result['compile']:.1f}"])
+        print(f"  population={size:<4} {format_rate(result['rate'])} env steps/s", file=sys.stderr)
+    tables.append(Table(f"Population size ({args.population_envs} envs per member, one device)",
+                        ["members", "env steps/s (all members)", "per member", "s compile"], rows))
+    rows = []
+    overrides = {**base, "learner.num_envs": args.device_envs, "train.population_size": args.device_population}
+    platform = None
+    single = None
+    for num_devices in args.devices:
+        result = _scaling_run(num_devices, overrides, args.iterations, args.repeats)
+        platform = result["platform"]
+        single = single or result["rate"]
+        rows.append([str(num_devices), result["mesh"], format_rate(result["rate"]), f"{result['rate'] / single:.2f}",
+                     f"{result['compile']:.1f}"])
+        print(f"  devices={num_devices:<3} {result['mesh']:<16} {format_rate(result['rate'])} env steps/s", file=sys.stderr)
+    tables.append(Table(
+        f"Devices ({args.device_population} members x {args.device_envs} envs, default mesh)",
+        ["devices", "mesh", "env steps/s (all members)", "x first row", "s compile"], rows,
+    ))
+    notes = [
+        f"cartpole_ppo with {args.num_steps} steps per rollout and 4 minibatches; one compiled chunk of "
+        f"{args.iterations} iterations, best of {args.repeats} calls, compile (engine, init and chunk) timed apart.",
+        "Devices: a fresh process per row, the train chunk compiled for the default (pop, data) mesh of the "
+        "first D devices, as `superlearner train` places it.",
+    ]
+    if platform == "cpu":
+        notes.append("CPU rows use simulated devices (XLA_FLAGS=--xla_force_host_platform_device_count=D) that "
+                     "share the same cores: they show the cost of partitioning, not a speed-up.")
+    return Report("scaling: envs, population and devices", notes, tables)
+
+
+# ---------------------------------------------------------------------------------------------
 # The families. Adding one: write bench_<name>(args) -> Report above and add its line here.
 
 FAMILIES: dict[str, Family] = {
@@ -763,6 +867,23 @@ FAMILIES: dict[str, Family] = {
         (
             arg("--num-envs", type=positive_int, default=1024, help="envs of the wide throughput column (default 1024)"),
             arg("--iterations", type=positive_int, default=10, help="iterations per timed chunk (default 10)"),
+        ),
+    ),
+    "scaling": Family(
+        bench_scaling,
+        "env steps per second against envs, population size and devices, with compile times",
+        (
+            arg("--num-envs", type=positive_int, nargs="+", default=[4, 64, 1024, 8192], metavar="N",
+                help="envs of one member (default: 4 64 1024 8192)"),
+            arg("--population-sizes", type=positive_int, nargs="+", default=[1, 2, 8, 32], metavar="P",
+                help="population sizes (default: 1 2 8 32)"),
+            arg("--population-envs", type=positive_int, default=64, help="envs per member in the population table (default 64)"),
+            arg("--devices", type=positive_int, nargs="+", default=[1, 2, 4, 8], metavar="D",
+                help="numbers of devices (simulated on CPU; default: 1 2 4 8)"),
+            arg("--device-population", type=positive_int, default=8, help="members in the device table (default 8)"),
+            arg("--device-envs", type=positive_int, default=256, help="envs per member in the device table (default 256)"),
+            arg("--num-steps", type=positive_int, default=32, help="rollout length (default 32)"),
+            arg("--iterations", type=positive_int, default=5, help="iterations per timed chunk (default 5)"),
         ),
     ),
 }
