@@ -82,6 +82,7 @@ def make_learner(config: ExperimentConfig, env: Env) -> PPO:
         anneal_lr=lc.anneal_lr,
         total_updates=config.iterations,
         update_rule=lc.update_rule,
+        update_rule_file=lc.update_rule_file,
         normalize_advantages=lc.normalize_advantages,
         clip_value_loss=lc.clip_value_loss,
         compute_dtype=lc.compute_dtype,

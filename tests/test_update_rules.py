@@ -136,3 +136,20 @@ def test_config_validates_the_rule_file(tmp_path):
         validate_semantics(config_from_dict({"learner": {"update_rule": "dpo", "update_rule_file": str(path)}}))
     with pytest.raises(ConfigError, match="accepted"):
         make_update_rule("learnt")
+
+
+def test_a_rule_file_loads_into_any_preset_through_the_config():
+    """``learner.update_rule_file`` puts the file's weights into every member's meta params."""
+    from pathlib import Path
+
+    from superlearner.config import load_config
+    from superlearner.engine import initial_state, make_engine
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "rules" / "discovered_cartpole.npz"
+    _, weights = read_rule_file(path)
+    config = load_config("cartpole_ppo", ["learner.update_rule=learned", f"learner.update_rule_file={path}",
+                                          "train.population_size=2", "learner.hidden_sizes=[16]"])
+    state = initial_state(make_engine(config), 0)
+    for name, value in weights.items():
+        for member in range(2):
+            np.testing.assert_array_equal(np.asarray(state.learner.meta_params[name][member]), value)
