@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
+from superlearner.distributed import split_over_data
 from superlearner.networks import ActorCritic, masked_logits
 from superlearner.returns import generalized_advantage_estimation
 from superlearner.update_rules import UpdateRule, make_update_rule, policy_objective
@@ -260,6 +261,9 @@ def make_ppo(
             shuffled = jax.tree.map(
                 lambda x: x[order].reshape((num_minibatches, minibatch_size) + x.shape[1:]), batch
             )
+            # On a device mesh each data device computes its share of every minibatch; the
+            # gradient mean becomes an all-reduce (identity on one device).
+            shuffled = jax.tree.map(lambda x: split_over_data(x, 1), shuffled)
             return jax.lax.scan(minibatch_step, carry, shuffled)
 
         (params, opt_state), metrics = jax.lax.scan(
