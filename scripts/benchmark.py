@@ -25,6 +25,7 @@ it, its help text and its own command-line arguments; the shared arguments (``--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import importlib.metadata
@@ -313,16 +314,33 @@ def _preset_config(preset: str, overrides: dict):
     return config_from_dict(raw, source=preset)
 
 
-def _chunk_throughput(preset: str, overrides: dict, iterations: int, repeats: int) -> dict:
+def _chunk_throughput(preset: str, overrides: dict, iterations: int, repeats: int, num_devices: int | None = None) -> dict:
     """Env steps per second of ``iterations`` train iterations of ``preset`` (one compiled chunk,
-    compile timed apart, best of ``repeats`` calls), without the host loop's logging."""
+    compile timed apart, best of ``repeats`` calls), without the host loop's logging.
+
+    With ``num_devices``, the state lives on a (pop, data) mesh of the first that many devices,
+    laid out as `superlearner train` would (the result then also names the mesh).
+    """
+    from superlearner import distributed
     from superlearner.engine import initial_state, make_engine
 
     config = _preset_config(preset, overrides)
     start = time.perf_counter()
     engine = make_engine(config)
-    state = initial_state(engine, config.train.seed)
-    compiled = jax.jit(engine.train_chunk, static_argnums=1).lower(state, iterations).compile()
+    if num_devices is None:
+        mesh = shape = None
+        state = initial_state(engine, config.train.seed)
+        chunk = jax.jit(engine.train_chunk, static_argnums=1)
+    else:
+        shape = distributed.resolve_mesh_shape(config.train.population_size, config.learner.num_envs, num_devices,
+                                               config.train.mesh_pop, config.train.mesh_data)
+        mesh = distributed.make_mesh(shape, jax.devices()[:num_devices])
+        abstract = jax.eval_shape(lambda: engine.init(config.train.seed))
+        shardings = distributed.train_state_shardings(abstract, mesh, config.train.population_size, config.learner.num_envs)
+        state = initial_state(engine, config.train.seed, shardings)
+        chunk = jax.jit(engine.train_chunk, static_argnums=1, out_shardings=(shardings, distributed.replicated(mesh)))
+    with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+        compiled = chunk.lower(state, iterations).compile()
     compile_seconds = time.perf_counter() - start
     jax.block_until_ready(compiled(state))
     best = float("inf")
@@ -331,7 +349,8 @@ def _chunk_throughput(preset: str, overrides: dict, iterations: int, repeats: in
         jax.block_until_ready(compiled(state))
         best = min(best, time.perf_counter() - start)
     steps = iterations * engine.env_steps_per_iteration * config.train.population_size
-    return dict(config=config, engine=engine, compile=compile_seconds, seconds=best, rate=steps / best, steps=steps)
+    return dict(config=config, engine=engine, compile=compile_seconds, seconds=best, rate=steps / best, steps=steps,
+                mesh=None if shape is None else str(shape))
 
 
 # PureJaxRL's PPO settings for CartPole-v1 (its ppo.py's __main__ block, without the debug prints).
@@ -392,12 +411,13 @@ print(json.dumps({k: result[k] for k in ("with_compile", "without_compile", "fin
 """
 
 
-def _run_driver(driver: str, *argv: str) -> dict:
-    """Runs a driver program in a fresh Python process; returns the JSON of its last line."""
+def _run_driver(driver: str, *argv: str, env: dict | None = None) -> dict:
+    """Runs a driver program in a fresh Python process (with ``env``, default: this one's);
+    returns the JSON of its last line."""
     import json
     import subprocess
 
-    done = subprocess.run([sys.executable, "-c", driver, *argv], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", driver, *argv], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit status {done.returncode}"
         raise sl.UserError(f"benchmark subprocess failed: {last}")
@@ -700,55 +720,26 @@ def bench_precision(args: argparse.Namespace) -> Report:
 # fresh process (on CPU, XLA_FLAGS makes D simulated devices, which must be set before jax is
 # imported); prints one JSON line.
 _SCALING_DRIVER = r"""
-import json, sys, time
+import json, sys
+sys.path.insert(0, sys.argv[1])
 import jax
-from superlearner import distributed
-from superlearner.config import apply_overrides, config_from_dict, config_to_dict, load_config
-from superlearner.engine import initial_state, make_engine
-
-num_devices, iterations, repeats = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-raw = apply_overrides(config_to_dict(load_config("cartpole_ppo")), sys.argv[4:] + ["log.tensorboard=false"])
-config = config_from_dict(raw)
-start = time.perf_counter()
-engine = make_engine(config)
-shape = distributed.resolve_mesh_shape(config.train.population_size, config.learner.num_envs, num_devices,
-                                       config.train.mesh_pop, config.train.mesh_data)
-mesh = distributed.make_mesh(shape, jax.devices()[:num_devices])
-abstract = jax.eval_shape(lambda: engine.init(config.train.seed))
-shardings = distributed.train_state_shardings(abstract, mesh, config.train.population_size, config.learner.num_envs)
-state = initial_state(engine, config.train.seed, shardings)
-chunk = jax.jit(engine.train_chunk, static_argnums=1, out_shardings=(shardings, distributed.replicated(mesh)))
-with jax.set_mesh(mesh):
-    compiled = chunk.lower(state, iterations).compile()
-compile_seconds = time.perf_counter() - start
-jax.block_until_ready(compiled(state))
-best = float("inf")
-for _ in range(repeats):
-    begin = time.perf_counter()
-    jax.block_until_ready(compiled(state))
-    best = min(best, time.perf_counter() - begin)
-steps = iterations * engine.env_steps_per_iteration * config.train.population_size
-print(json.dumps({"mesh": str(shape), "platform": jax.devices()[0].platform, "compile": compile_seconds,
-                  "seconds": best, "rate": steps / best}))
+import benchmark
+num_devices, iterations, repeats = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+overrides = dict(arg.split("=", 1) for arg in sys.argv[5:])
+result = benchmark._chunk_throughput("cartpole_ppo", overrides, iterations, repeats, num_devices=num_devices)
+print(json.dumps({"mesh": result["mesh"], "platform": jax.devices()[0].platform, "compile": result["compile"],
+                  "seconds": result["seconds"], "rate": result["rate"]}))
 """
 
 
 def _scaling_run(num_devices: int, overrides: dict, iterations: int, repeats: int) -> dict:
-    import json
-    import subprocess
-
     env = dict(os.environ)
     if jax.default_backend() == "cpu":
         flags = env.get("XLA_FLAGS", "")
         env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={num_devices}".strip()
     argv = [f"{k}={v}" for k, v in overrides.items()]
-    done = subprocess.run(
-        [sys.executable, "-c", _SCALING_DRIVER, str(num_devices), str(iterations), str(repeats), *argv],
-        env=env, capture_output=True, text=True,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"scaling run with {num_devices} devices failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return _run_driver(_SCALING_DRIVER, str(Path(__file__).resolve().parent), str(num_devices), str(iterations),
+                       str(repeats), *argv, env=env)
 
 
 def bench_scaling(args: argparse.Namespace) -> Report:

@@ -46,20 +46,17 @@ def collect_single_agent(
       ``done`` (bool[T, N]) and the finished episode's ``episode_return`` (float[T, N]).
     """
     num_envs = env_state.step_count.shape[0]
-    step = jax.vmap(lambda s, a, k, p: step_auto_reset(env, s, a, k, p))
 
     teacher_levels = reset_params is not None
-    step_with_reset = jax.vmap(lambda s, a, k, p, q: step_auto_reset(env, s, a, k, p, q))
+    # ``next_level`` is None without a teacher: the next episode then replays ``level``.
+    step = jax.vmap(lambda s, a, k, p, q: step_auto_reset(env, s, a, k, p, q))
 
     def body(carry, inputs):
         env_state, stats, level = carry
         step_key, next_level = inputs
         act_key, env_key = jax.random.split(step_key)
         action, log_prob, value = learner.act(params, env_state.observation, env_state.legal_action_mask, act_key)
-        if teacher_levels:
-            next_state, final = step_with_reset(env_state, action, jax.random.split(env_key, num_envs), level, next_level)
-        else:
-            next_state, final = step(env_state, action, jax.random.split(env_key, num_envs), level)
+        next_state, final = step(env_state, action, jax.random.split(env_key, num_envs), level, next_level)
         stats = jax.vmap(update_episode_stats)(stats, final)
         out = dict(
             observation=env_state.observation,
