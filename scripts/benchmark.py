@@ -411,13 +411,18 @@ print(json.dumps({k: result[k] for k in ("with_compile", "without_compile", "fin
 """
 
 
-def _run_driver(driver: str, *argv: str, env: dict | None = None) -> dict:
+def _run_driver(driver: str, *argv: str, env: dict | None = None, timeout: float = 1800.0) -> dict:
     """Runs a driver program in a fresh Python process (with ``env``, default: this one's);
-    returns the JSON of its last line."""
+    returns the JSON of its last line. A driver still running after ``timeout`` seconds is
+    killed and reported, so one stuck measurement never stalls the whole suite."""
     import json
     import subprocess
 
-    done = subprocess.run([sys.executable, "-c", driver, *argv], capture_output=True, text=True, env=env)
+    try:
+        done = subprocess.run([sys.executable, "-c", driver, *argv], capture_output=True, text=True, env=env,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise sl.UserError(f"benchmark subprocess ran past {timeout:.0f} s and was stopped: {' '.join(argv)}") from None
     if done.returncode != 0:
         last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit status {done.returncode}"
         raise sl.UserError(f"benchmark subprocess failed: {last}")

@@ -15,12 +15,59 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 # Finite, very negative logit for illegal actions: -inf would turn 0 * log(0) into NaN.
 ILLEGAL_LOGIT = -1e9
 
 _ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+
+
+def orthogonal(scale: float = 1.0, column_axis: int = -1):
+    """An orthogonal initializer (Saxe et al. 2014) that never calls LAPACK.
+
+    The same distribution as ``jax.nn.initializers.orthogonal`` (and, up to rounding, the same
+    values for the same key): the Q factor, with a positive-diagonal R, of a standard normal
+    matrix, computed here by Gram-Schmidt orthogonalisation (each column twice, which keeps it
+    orthogonal to float32 precision) instead of LAPACK's QR. On CPU, XLA runs LAPACK kernels on
+    its own intra-op thread pool, and a batched one (a vmapped population's init) splits into
+    tasks on that same pool and blocks waiting for them; when every pool thread is inside such a
+    kernel, none is left to run the tasks and the program hangs forever (seen with two members on
+    a two-core machine). Plain matrix arithmetic has no such wait.
+    """
+
+    def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+        shape = tuple(shape)
+        if len(shape) < 2:
+            raise ValueError(f"orthogonal initializer needs a shape of rank >= 2, got {shape}")
+        n_cols = shape[column_axis]
+        n_rows = math.prod(shape) // n_cols
+        matrix_shape = (n_cols, n_rows) if n_rows < n_cols else (n_rows, n_cols)
+        q = orthonormal_columns(jax.random.normal(key, matrix_shape, jnp.float32))
+        if n_rows < n_cols:
+            q = q.T
+        q = jnp.reshape(q, tuple(np.delete(shape, column_axis)) + (n_cols,))
+        q = jnp.moveaxis(q, -1, column_axis)
+        return (scale * q).astype(dtype)
+
+    return init
+
+
+def orthonormal_columns(a: jax.Array) -> jax.Array:
+    """``[m, k] -> [m, k]`` (m >= k): the Q of ``a = Q R`` with R's diagonal positive, by classical
+    Gram-Schmidt with reorthogonalisation ("twice is enough"), one column per scan step."""
+    highest = jax.lax.Precision.HIGHEST
+
+    def add_column(q, j):
+        v = jax.lax.dynamic_index_in_dim(a, j, axis=1, keepdims=False)
+        for _ in range(2):  # q's columns from j on are still zero, so they project nothing out
+            v = v - jnp.matmul(q, jnp.matmul(v, q, precision=highest), precision=highest)
+        v = v / jnp.linalg.norm(v)
+        return jax.lax.dynamic_update_index_in_dim(q, v, j, axis=1), None
+
+    q, _ = jax.lax.scan(add_column, jnp.zeros_like(a), jnp.arange(a.shape[1]))
+    return q
 
 
 def masked_logits(logits: jax.Array, legal_action_mask: jax.Array) -> jax.Array:
@@ -46,7 +93,7 @@ class Torso(nnx.Module):
         self.dtype = dtype
         self.observation_ndim = len(observation_shape)
         self.activation = _ACTIVATIONS[activation]
-        init = nnx.initializers.orthogonal(math.sqrt(2.0))
+        init = orthogonal(math.sqrt(2.0))
         self.convs = nnx.List()
         if kind == "conv":
             if len(observation_shape) != 3:
@@ -95,10 +142,10 @@ class ActorCritic(nnx.Module):
         self.critic_torso = Torso(observation_shape, **options, rngs=rngs)
         self.policy_head = nnx.Linear(
             self.actor_torso.output_size, num_actions,
-            kernel_init=nnx.initializers.orthogonal(0.01), dtype=dtype, rngs=rngs,
+            kernel_init=orthogonal(0.01), dtype=dtype, rngs=rngs,
         )
         self.value_head = nnx.Linear(
-            self.critic_torso.output_size, 1, kernel_init=nnx.initializers.orthogonal(1.0), dtype=dtype, rngs=rngs
+            self.critic_torso.output_size, 1, kernel_init=orthogonal(1.0), dtype=dtype, rngs=rngs
         )
 
     def __call__(self, observation: jax.Array) -> tuple[jax.Array, jax.Array]:
