@@ -128,6 +128,9 @@ class CurriculumConfig:
     lp_bins: int = field(10, "lp: equal bins the range is cut into (the teacher's arms)", low=1)
     lp_epsilon: float = field(0.1, "lp: probability mass spread uniformly over the bins (adaptable)", low=0.0, high=1.0)
     lp_temperature: float = field(0.2, "lp: softmax temperature over normalised |learning progress| (adaptable)", low=1e-3, high=100.0)
+    probe_every_chunks: int = field(0, "chunks between measurements of the held-out solve rate (the env's named levels) and the level buffer's statistics and gallery (0 = never)", low=0)
+    probe_episodes: int = field(4, "episodes (actions sampled from the policy) per named held-out level and measurement", low=1)
+    probe_gallery: int = field(8, "highest-scored buffer levels saved per measurement for the gallery figure (0 = none)", low=0)
 
 
 @dataclasses.dataclass(frozen=True)

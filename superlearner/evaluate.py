@@ -69,34 +69,44 @@ def run_episodes(
     ``act_fn(observation[B, ...], legal_action_mask[B, A], key) -> action[B]``. Episodes run
     until every one has ended (or ``max_steps``); finished ones are absorbing.
     ``env_params`` is one level for all episodes, or (``params_batched``) one per episode.
+    Compiles one program per call; inside a trace (or to reuse one program) call `play_episodes`.
     """
+    play = jax.jit(lambda key: play_episodes(env, act_fn, key, num_episodes, env_params, max_steps, params_batched))
+    return np.asarray(play(key))
+
+
+def play_episodes(
+    env: Env,
+    act_fn: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
+    key: jax.Array,
+    num_episodes: int,
+    env_params=None,
+    max_steps: int | None = None,
+    params_batched: bool = False,
+) -> jax.Array:
+    """The pure function behind `run_episodes`: float[num_episodes] returns of player 0."""
     limit = max_steps or env.max_episode_steps or DEFAULT_MAX_STEPS
     params = env.default_params if env_params is None else env_params
     params_axis = 0 if params_batched else None
+    reset_key, loop_key = jax.random.split(key)
+    states = jax.vmap(env.reset, in_axes=(0, params_axis))(jax.random.split(reset_key, num_episodes), params)
+    returns = jnp.zeros((num_episodes,), jnp.float32)
 
-    @jax.jit
-    def play(key):
-        reset_key, loop_key = jax.random.split(key)
-        states = jax.vmap(env.reset, in_axes=(0, params_axis))(jax.random.split(reset_key, num_episodes), params)
-        returns = jnp.zeros((num_episodes,), jnp.float32)
+    def cond(carry):
+        states, _, _, t = carry
+        return (t < limit) & ~jnp.all(states.terminated | states.truncated)
 
-        def cond(carry):
-            states, _, _, t = carry
-            return (t < limit) & ~jnp.all(states.terminated | states.truncated)
+    def body(carry):
+        states, returns, key, t = carry
+        key, act_key, step_key = jax.random.split(key, 3)
+        actions = act_fn(states.observation, states.legal_action_mask, act_key)
+        states = jax.vmap(env.step, in_axes=(0, 0, 0, params_axis))(
+            states, actions, jax.random.split(step_key, num_episodes), params
+        )
+        return states, returns + states.rewards[:, 0], key, t + 1
 
-        def body(carry):
-            states, returns, key, t = carry
-            key, act_key, step_key = jax.random.split(key, 3)
-            actions = act_fn(states.observation, states.legal_action_mask, act_key)
-            states = jax.vmap(env.step, in_axes=(0, 0, 0, params_axis))(
-                states, actions, jax.random.split(step_key, num_episodes), params
-            )
-            return states, returns + states.rewards[:, 0], key, t + 1
-
-        _, returns, _, _ = jax.lax.while_loop(cond, body, (states, returns, loop_key, jnp.int32(0)))
-        return returns
-
-    return np.asarray(play(key))
+    _, returns, _, _ = jax.lax.while_loop(cond, body, (states, returns, loop_key, jnp.int32(0)))
+    return returns
 
 
 def summarize(env: Env, returns: np.ndarray) -> EvalResult:

@@ -111,6 +111,9 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             ax.grid(alpha=0.3)
             save(fig, "ratings")
 
+    # Curricula: held-out solve rate, the level buffer's statistics, and its levels over time.
+    written.extend(_curriculum_figures(run_dir, records, out_dir, plt))
+
     hparam_names = sorted(records[-1].get("hparams", {}))
     effective_lr = series("learning_rate")
     if hparam_names:
@@ -145,6 +148,115 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         if lineage is not None:
             written.append(plot_lineage(lineage, out_dir / "lineage.png", title=f"{run_dir.name}: PBT lineage"))
     return written
+
+
+CURRICULUM_PANELS = (
+    ("heldout_solve_rate", "held-out solve rate (named levels)"),
+    ("buffer_score_mean", "buffer score, mean"),
+    ("buffer_score_max", "buffer score, max"),
+    ("buffer_path_length_mean", "buffer shortest path, mean"),
+    ("buffer_levels", "levels in the buffer"),
+)
+
+
+def _measured(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(env steps, mean over members) of the records that hold metric ``key``."""
+    rows = [(r["env_steps"], float(np.nanmean(r["metrics"][key]))) for r in records
+            if r.get("metrics", {}).get(key) is not None]
+    if not rows:
+        return None
+    xs, ys = zip(*rows)
+    return np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+
+
+def _curriculum_figures(run_dir: Path, records: list[dict], out_dir: Path, plt) -> list[Path]:
+    """``heldout.png``, ``curriculum_buffer.png`` and ``level_gallery.png``, where the run
+    measured them (``curriculum.probe_every_chunks``)."""
+    from superlearner.curriculum_probe import read_galleries
+
+    written = []
+    heldout = _measured(records, "heldout_solve_rate")
+    if heldout is not None:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        ax.plot(*heldout, marker="o", markersize=3)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("env steps per member")
+        ax.set_ylabel("solve rate")
+        ax.set_title(f"{run_dir.name}: held-out solve rate over training")
+        ax.grid(alpha=0.3)
+        path = out_dir / "heldout.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    panels = [(key, title, _measured(records, key)) for key, title in CURRICULUM_PANELS[1:]]
+    panels = [p for p in panels if p[2] is not None]
+    if panels:
+        fig, axes = plt.subplots(len(panels), 1, figsize=(6, 1.7 * len(panels)), sharex=True, squeeze=False)
+        for ax, (_, title, (xs, ys)) in zip(axes[:, 0], panels):
+            ax.plot(xs, ys, marker="o", markersize=2)
+            ax.set_ylabel(title, fontsize=7)
+            ax.grid(alpha=0.3)
+        axes[-1, 0].set_xlabel("env steps per member")
+        axes[0, 0].set_title(f"{run_dir.name}: level buffer over training")
+        path = out_dir / "curriculum_buffer.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    galleries = [g for g in read_galleries(run_dir) if g["levels"]]
+    if galleries:
+        written.append(plot_level_gallery(galleries, out_dir / "level_gallery.png", title=f"{run_dir.name}: buffer levels"))
+    return written
+
+
+def plot_level_gallery(galleries: list[dict], path: str | Path, *, title: str = "levels", max_rows: int = 6) -> Path:
+    """A grid of levels: one row per measurement (up to ``max_rows``, evenly spread over the
+    run), the highest-scored levels of the buffer left to right. Walls black, free cells white,
+    the start blue, the goal green; each level titled with its score and shortest path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [galleries[int(i)] for i in np.unique(np.linspace(0, len(galleries) - 1, min(max_rows, len(galleries))).round())]
+    cols = max(len(g["levels"]) for g in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.3 * cols, 1.45 * len(rows)), squeeze=False)
+    for r, gallery in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(gallery["levels"]):
+                ax.axis("off")
+                continue
+            level = gallery["levels"][c]
+            ax.imshow(_level_image(level["text"]), interpolation="nearest")
+            length = level.get("path_length")
+            ax.set_title(f"{level['score']:.3f}" + ("" if length is None else f" / {length}"), fontsize=6)
+            if c == 0:
+                ax.set_ylabel(f"it {gallery['iteration']}", fontsize=7)
+    fig.suptitle(f"{title} (score / shortest path)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def _level_image(text: str) -> np.ndarray:
+    """RGB float[H, W, 3] of a level's text form: '#' wall, 'G' goal, an arrow or 'S' the start."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    width = max(len(line) for line in lines)
+    image = np.ones((len(lines), width, 3))
+    for i, line in enumerate(lines):
+        for j, char in enumerate(line):
+            if char == "#":
+                image[i, j] = 0.0
+            elif char == "G":
+                image[i, j] = (0.1, 0.7, 0.2)
+            elif char not in ".":
+                image[i, j] = (0.15, 0.35, 0.9)
+    return image
 
 
 def _run_config(run_dir: Path) -> dict:

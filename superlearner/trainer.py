@@ -276,6 +276,11 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
 
         probe = StrengthProbe(engine)
     probe_key = jax.random.key(config.train.seed + 1)
+    level_probe = None
+    if config.curriculum.probe_every_chunks > 0 and getattr(engine.env, "level_space", None) is not None:
+        from superlearner.curriculum_probe import CurriculumProbe
+
+        level_probe = CurriculumProbe(engine, run_dir if main else None)
     steps_per_iteration = engine.env_steps_per_iteration
     total_steps = engine.num_iterations * steps_per_iteration
     start = time.perf_counter()
@@ -326,6 +331,9 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
                     probed = state.replace(learner=gather(state.learner), league=gather(state.league)) if multi else state
                     # Keyed by iteration, so a resumed run measures with the same randomness.
                     last_metrics.update(probe.measure(probed, jax.random.fold_in(probe_key, iteration)))
+                if level_probe is not None and (chunks_done % config.curriculum.probe_every_chunks == 0 or finished):
+                    probed = state.replace(learner=gather(state.learner), curriculum=gather(state.curriculum)) if multi else state
+                    last_metrics.update(level_probe.measure(probed, jax.random.fold_in(probe_key, iteration), iteration))
                 record = log.write(
                     iteration=iteration,
                     env_steps=iteration * steps_per_iteration,
