@@ -935,6 +935,18 @@ def machine_description(load_before: str) -> dict[str, str]:
     }
 
 
+def _generic_paths(argv: list[str]) -> list[str]:
+    """``argv`` with the local checkout path of ``--purejaxrl`` replaced by a placeholder, so the
+    recorded command reads the same on every machine."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--purejaxrl" and i + 1 < len(out):
+            out[i + 1] = "PUREJAXRL_CHECKOUT"
+        elif arg.startswith("--purejaxrl="):
+            out[i] = "--purejaxrl=PUREJAXRL_CHECKOUT"
+    return out
+
+
 def to_markdown(report: Report, machine: dict[str, str], command: str, when: datetime.datetime) -> str:
     lines = [
         f"## {report.heading} ({when:%Y-%m-%d %H:%M} UTC)",
@@ -995,7 +1007,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_description(load_before)
     print_report(report, machine)
     if not args.no_write:
-        command = "python scripts/benchmark.py " + shlex.join(argv)
+        command = "python scripts/benchmark.py " + shlex.join(_generic_paths(argv))
         when = datetime.datetime.now(datetime.timezone.utc)
         append_section(args.output, to_markdown(report, machine, command, when))
         print(f"appended to {args.output}", file=sys.stderr)

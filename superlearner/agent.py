@@ -27,6 +27,10 @@ class Agent:
       member: which population member was loaded.
       step: the iteration of the checkpoint.
       greedy: act greedily (argmax) by default; ``act(..., greedy=False)`` samples.
+      num_simulations: alphazero runs: search simulations per move of `act` and `kind_of` (0: the
+        raw policy, no search). Always 0 for learners without search.
+      search_hparams: alphazero runs: the member's `AlphaZeroHparams` (the search's completed-Q
+        settings); None otherwise.
     """
 
     config: ExperimentConfig
@@ -36,19 +40,54 @@ class Agent:
     member: int
     step: int
     greedy: bool = True
+    num_simulations: int = 0
+    search_hparams: Any = None
 
     def __post_init__(self):
         learner = self.engine.learner
+        self._policy = jax.jit(learner.policy)
+        self._searches = {}
+        if self.config.learner.kind == "alphazero":
 
-        def act_batch(params, observation, mask, key, greedy):
-            return learner.act(params, observation, mask, key, greedy=greedy)[0]
+            def act_batch(params, observation, mask, key, greedy):
+                logits, _ = learner.policy(params, observation, mask)
+                if greedy:
+                    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+                return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+        else:
+
+            def act_batch(params, observation, mask, key, greedy):
+                return learner.act(params, observation, mask, key, greedy=greedy)[0]
 
         self._act = jax.jit(act_batch, static_argnums=4)
-        self._policy = jax.jit(learner.policy)
+
+    def kind_of(self, greedy: bool | None = None):
+        """The agent as a batched player ``act(params, key, states) -> int32[B]`` (a
+        `superlearner.games_cli.KindFn`): search with ``num_simulations`` simulations for an
+        alphazero run (greedy: no Gumbel noise), else its network's policy. ``params`` are
+        network parameters (this agent's, or another checkpoint's of the same run)."""
+        greedy = self.greedy if greedy is None else greedy
+        learner = self.engine.learner
+        if self.num_simulations > 0:
+            num_simulations, hparams = self.num_simulations, self.search_hparams
+
+            def search_act(params, key, states):
+                return learner.act(params, states, key, num_simulations, greedy, hparams=hparams)
+
+            return search_act
+        from superlearner.games_cli import policy_kind
+
+        return policy_kind(learner.policy, greedy)
 
     def act(self, key: jax.Array, state: State, greedy: bool | None = None) -> jax.Array:
-        """int32[]: the action for one unbatched env ``state`` (its current player's view)."""
+        """int32[]: the action for one unbatched env ``state`` (its current player's view);
+        chosen by search when ``num_simulations > 0``."""
         greedy = self.greedy if greedy is None else greedy
+        if self.num_simulations > 0:
+            which = (self.num_simulations, greedy)
+            if which not in self._searches:
+                self._searches[which] = jax.jit(self.kind_of(greedy))
+            return self._searches[which](self.params, key, jax.tree.map(lambda x: x[None], state))[0]
         action = self._act(self.params, state.observation[None], state.legal_action_mask[None], key, greedy)
         return action[0]
 
@@ -78,12 +117,31 @@ def load_train_state(path: str | Path) -> tuple[Engine, TrainState, dict]:
     return engine, state, metadata
 
 
-def load_agent(path: str | Path, *, member: int | None = None, greedy: bool = True) -> Agent:
+def load_agent(path: str | Path, *, member: int | None = None, greedy: bool = True,
+               num_simulations: int | None = None) -> Agent:
     """Loads the agent of a run directory (its best checkpoint, else the latest) or of one
     checkpoint folder. ``member`` picks a population member (default: the one with the highest
-    recent training return, or in self-play the best score against its league)."""
+    recent training return, or in self-play the best score against its league; member 0 of an
+    alphazero run).
+
+    ``num_simulations``: alphazero runs act by search with this many simulations per move
+    (default: the run's ``alphazero.eval_simulations``; 0: the raw policy). Other learners have
+    no search and accept only None or 0.
+    """
+    from superlearner.errors import UserError
+
+    if num_simulations is not None and (isinstance(num_simulations, bool) or not isinstance(num_simulations, int) or num_simulations < 0):
+        raise UserError(f"simulations {num_simulations!r}: must be an integer, 0 (the raw policy) or more")
     engine, state, metadata = load_train_state(path)
     size = engine.config.train.population_size
+    alphazero = engine.config.learner.kind == "alphazero"
+    if not alphazero and num_simulations:
+        raise UserError(
+            f"simulations {num_simulations}: {path} is a learner.kind={engine.config.learner.kind} run, which "
+            "acts without search; give 0 (or leave it out)"
+        )
+    if member is None and alphazero:
+        member = 0  # no training return or league to rank members by
     if member is None:
         if hasattr(state.episode_stats, "last_return"):
             recent = np.asarray(state.episode_stats.last_return[..., 0]).mean(axis=-1)
@@ -93,11 +151,17 @@ def load_agent(path: str | Path, *, member: int | None = None, greedy: bool = Tr
             recent = np.asarray(jax.vmap(league_score)(state.league))
         member = int(np.argmax(recent))
     if not 0 <= member < size:
-        from superlearner.errors import UserError
-
         raise UserError(f"member {member} does not exist; the run has population_size={size}")
     params = jax.tree.map(lambda x: jnp.asarray(x[member]), state.learner.params)
+    search = {}
+    if alphazero:
+        simulations = engine.config.alphazero.eval_simulations if num_simulations is None else num_simulations
+        search = dict(
+            num_simulations=simulations,
+            search_hparams=jax.tree.map(lambda x: jnp.asarray(x[member]), state.hparams),
+        )
     return Agent(
         config=engine.config, env=engine.env, engine=engine, params=params, member=member,
-        step=int(metadata.get("iteration", 0)), greedy=greedy,
+        step=int(metadata.get("iteration", 0)), greedy=greedy, **search,
     )
+

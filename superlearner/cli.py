@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     seat.add_argument("--second", action="store_true", help="you move second")
     play.add_argument("--record", help="save the game's record (JSON) to this path")
     play.add_argument("--seed", type=int, default=0)
+    for parser_ in (evaluate, ratings, play):
+        _add_search_flags(parser_)
 
     plot = sub.add_parser("plot", help="write PNG learning curves into the run directory")
     plot.add_argument("run_dir")
@@ -72,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("envs", help="list the registered environments")
     sub.add_parser("presets", help="list the experiment presets")
     return parser
+
+
+def _add_search_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("search (alphazero runs)")
+    group.add_argument("--simulations", type=int, default=None, metavar="N", help="search simulations per move (default: the run's alphazero.eval_simulations; 0: the raw policy)")
+    group.add_argument("--raw-policy", action="store_true", help="act from the network's policy alone, without search (same as --simulations 0)")
 
 
 def _add_scale_out_flags(parser: argparse.ArgumentParser) -> None:

@@ -41,9 +41,9 @@ class EnvConfig:
 class LearnerConfig:
     """Static (shape-defining) learner settings; changing them recompiles."""
 
-    kind: Literal["ppo"] = field("ppo", "learner algorithm")
-    num_envs: int = field(4, "parallel environments per population member", low=1)
-    num_steps: int = field(128, "rollout length per iteration", low=1)
+    kind: Literal["ppo", "alphazero"] = field("ppo", "learner algorithm: ppo, or alphazero (Gumbel AlphaZero with search, settings in the alphazero section)")
+    num_envs: int = field(4, "parallel environments per population member (alphazero: self-play games in parallel)", low=1)
+    num_steps: int = field(128, "rollout length per iteration (alphazero: moves played in every game per iteration)", low=1)
     num_epochs: int = field(4, "passes over each rollout", low=1)
     num_minibatches: int = field(4, "minibatches per epoch (must divide num_envs * num_steps)", low=1)
     network: Literal["mlp", "conv"] = field("mlp", "torso: mlp for vectors, conv for boards and grids")
@@ -51,12 +51,43 @@ class LearnerConfig:
     conv_channels: tuple = field((32, 32), "channels of the 3x3 conv layers of the conv torso")
     activation: Literal["tanh", "relu"] = field("tanh", "hidden activation")
     anneal_lr: bool = field(True, "linearly anneal the learning rate to zero over the run")
-    update_rule: Literal["ppo_clip", "dpo", "learned"] = field("ppo_clip", "policy update rule (drift function); learned: a drift network, see update_rule_file")
+    update_rule: Literal["ppo_clip", "dpo", "learned", "switch"] = field("ppo_clip", "policy update rule (drift function); learned: a drift network, see update_rule_file; switch: all three in one program, a traced index per member picks one (meta.kind=bandit with meta.arms.update_rule)")
     update_rule_file: str = field("", "update_rule=learned: .npz file of the drift network's weights (superlearner.discovery writes one; empty: start at PPO-clip)")
     normalize_advantages: bool = field(True, "normalise advantages per minibatch")
     clip_value_loss: bool = field(True, "clip the value loss like the policy ratio")
     bootstrap_truncation: bool = field(True, "bootstrap from the value of the last observation when an episode is truncated")
     compute_dtype: Literal["float32", "bfloat16"] = field("float32", "dtype of the network's matmuls and convolutions (bfloat16 pays on GPU/TPU; parameters, optimizer state and losses stay float32)")
+
+
+@dataclasses.dataclass(frozen=True)
+class AlphaZeroConfig:
+    """Gumbel AlphaZero (``learner.kind: alphazero``, `superlearner.learners.alphazero`).
+
+    Games in parallel and moves per iteration are ``learner.num_envs`` and ``learner.num_steps``.
+    The settings down to ``num_blocks`` are static: they set shapes or loop lengths (the search
+    tree's size, the replay ring, the network), so changing one recompiles. The ones after are
+    traced starting values, each one number or a list with one per population member; a
+    meta-learner may change them without recompiling.
+    """
+
+    num_simulations: int = field(32, "static: search simulations per self-play move (sets the search tree's shape)", low=1)
+    max_num_considered_actions: int = field(16, "static: root actions Gumbel sequential halving considers", low=1)
+    max_depth: int = field(0, "static: deepest simulation in moves (0: no limit but num_simulations)", low=0)
+    replay_capacity: int = field(65536, "static: positions the replay ring holds per member (oldest overwritten)", low=1)
+    batch_size: int = field(512, "static: positions per SGD minibatch", low=1)
+    num_updates: int = field(16, "static: SGD steps per iteration, each on a fresh sample of the replay buffer", low=0)
+    min_replay_size: int = field(1024, "static: sampleable positions needed before SGD steps are applied", low=1)
+    channels: int = field(32, "static: width of the residual tower (conv channels, or MLP units)", low=1)
+    num_blocks: int = field(3, "static: residual blocks in the tower", low=0)
+    eval_simulations: int = field(64, "simulations per move of the loaded agent (eval, ratings, play; --simulations overrides; 0: raw policy)", low=0)
+    learning_rate: Any = field(1e-3, "traced: Adam step size", low=0.0, high=1.0)
+    weight_decay: Any = field(1e-4, "traced: decoupled weight decay (AdamW style)", low=0.0, high=1.0)
+    value_loss_weight: Any = field(1.0, "traced: weight of the value loss against the policy cross-entropy", low=0.0, high=100.0)
+    max_grad_norm: Any = field(1.0, "traced: global gradient-norm clip", low=0.0, high=1e6)
+    gumbel_scale: Any = field(1.0, "traced: scale of self-play's root Gumbel noise (0: play the search's best move)", low=0.0, high=10.0)
+    search_value_weight: Any = field(0.0, "traced: value target mix (1 - w) * outcome + w * root search value", low=0.0, high=1.0)
+    value_scale: Any = field(0.1, "traced: mctx completed-Q scale c_scale (weight of Q against the prior)", low=0.0, high=100.0)
+    maxvisit_init: Any = field(50.0, "traced: mctx completed-Q offset c_visit", low=0.0, high=1e6)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,16 +190,24 @@ class DiscoveryConfig:
 class MetaConfig:
     """The meta-learner that adapts each member's hyperparameters while the population trains."""
 
-    kind: Literal["none", "pbt"] = field("none", "meta-controller: none, or population based training")
+    kind: Literal["none", "pbt", "bandit", "metagrad"] = field("none", "meta-controller: none, population based training, a sliding-window UCB bandit over meta.arms, or online meta-gradients on meta.adapt")
     adapt: tuple = field(("learning_rate",), "hyperparameters the controller may change")
     init_low: dict = field(dict, "per hyperparameter, the low end of a log-uniform start (e.g. learning_rate: 1.0e-5)")
     init_high: dict = field(dict, "per hyperparameter, the high end of a log-uniform start (e.g. learning_rate: 0.1)")
-    interval: int = field(10, "iterations between PBT generations", low=1)
+    interval: int = field(10, "iterations between PBT generations, bandit pulls or meta-gradient steps", low=1)
     ready_iterations: int = field(10, "iterations a member trains after being replaced before it may be again", low=0)
     truncation_fraction: float = field(0.25, "bottom fraction replaced by copies of the top fraction", low=0.01, high=0.5)
     perturb_factor: float = field(1.25, "explore multiplies (or divides) a copied value by this", low=1.0, high=10.0)
     resample_probability: float = field(0.0, "probability that explore resamples a value instead", low=0.0, high=1.0)
     progress_window: int = field(5, "iterations of recent return averaged into the fitness", low=1)
+    arms: dict = field(dict, "bandit: {field: [value per arm]}, a PPO hyperparameter or update_rule: [ppo_clip, dpo, learned] (needs learner.update_rule=switch)")
+    bandit_window: int = field(20, "bandit: rewards (progress changes between pulls) each member remembers", low=1)
+    bandit_exploration: float = field(1.0, "bandit: UCB exploration coefficient, in units of the return", low=0.0)
+    meta_learning_rate: float = field(1e-3, "metagrad: Adam step size on the adapted hyperparameters' unconstrained values", low=0.0, high=10.0)
+    outer_gamma: float = field(0.99, "metagrad: fixed discount of the outer objective and its critic", low=0.0, high=1.0)
+    outer_gae_lambda: float = field(0.95, "metagrad: fixed GAE lambda of the outer objective", low=0.0, high=1.0)
+    outer_vf_coef: float = field(0.5, "metagrad: weight of the critic's error in the outer objective", low=0.0, high=1e3)
+    critic_learning_rate: float = field(1e-3, "metagrad: Adam step size of the outer objective's critic", low=0.0, high=1.0)
     discovery: DiscoveryConfig = field(DiscoveryConfig, "offline discovery of a learned drift (superlearner.discovery)")
 
 
@@ -206,6 +245,7 @@ class ExperimentConfig:
     env: EnvConfig = field(EnvConfig, "the environment")
     learner: LearnerConfig = field(LearnerConfig, "static learner settings")
     hparams: HparamsConfig = field(HparamsConfig, "adaptable hyperparameters (starting values)")
+    alphazero: AlphaZeroConfig = field(AlphaZeroConfig, "Gumbel AlphaZero settings (learner.kind: alphazero)")
     league: LeagueConfig = field(LeagueConfig, "self-play league (two-player games)")
     arena: ArenaConfig = field(ArenaConfig, "anchors measured during training (two-player games)")
     curriculum: CurriculumConfig = field(CurriculumConfig, "autonomous curriculum over levels")
@@ -434,6 +474,10 @@ def _check_range(source, key, value, low, high):
 
 def validate_semantics(config: ExperimentConfig, source: str = "config") -> None:
     """Checks that span fields (divisibility, population-sized lists)."""
+    if config.learner.kind == "alphazero":
+        from superlearner.engine_alphazero import validate_alphazero
+
+        return validate_alphazero(config, source)
     batch = config.learner.num_envs * config.learner.num_steps
     if batch % config.learner.num_minibatches:
         raise ConfigError(
@@ -457,7 +501,7 @@ def validate_semantics(config: ExperimentConfig, source: str = "config") -> None
                 raise ConfigError(f"{source}: meta: unknown hyperparameter {name!r}{hint} Adaptable: {', '.join(known)}")
         if set(meta.init_low) != set(meta.init_high):
             raise ConfigError(f"{source}: meta.init_low and meta.init_high must name the same hyperparameters")
-        if meta.kind != "none" and size < 2:
+        if meta.kind == "pbt" and size < 2:
             raise ConfigError(f"{source}: meta.kind={meta.kind} needs train.population_size >= 2, got {size}")
     league = config.league
     if league.meta_solver == "nash" and league.payoff_games < 2:

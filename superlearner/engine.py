@@ -122,6 +122,10 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
     Single-agent envs train on their own returns; two-player zero-sum games train by self-play
     against a league. Nothing is compiled here: the caller jits ``train_chunk`` (the trainer does).
     """
+    if config.learner.kind == "alphazero":  # Gumbel AlphaZero: its own state and chunk, same Engine
+        from superlearner.engine_alphazero import make_alphazero_engine
+
+        return make_alphazero_engine(config, env)
     if env is None:
         env = make(config.env.id, **config.env.options)
     self_play = is_self_play(env)
@@ -192,7 +196,7 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         if config.meta.init_low:
             hparams = spread_hparams(config, hparams, jax.random.fold_in(key, 2))
         if config.meta.kind != "none":
-            meta = init_meta(config, jax.random.fold_in(key, 1))
+            meta = init_meta(config, jax.random.fold_in(key, 1), make_meta_controller(config, env, learner), hparams)
         return TrainState(
             learner=learner_state,
             hparams=hparams,
@@ -232,6 +236,8 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
                 num_steps, lc.bootstrap_truncation,
             )
         new_learner_state, metrics = learner.update(learner_state, rollout, hparams, update_key)
+        if config.meta.kind == "metagrad":
+            metrics[META_ROLLOUT] = rollout  # for the meta-gradient step; `iteration` takes it out
         if teacher is not None:
             metrics.update(teacher_metrics)
         if sampler is not None:
@@ -292,7 +298,7 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         # (`superlearner.distributed.split_over_data`) then keeps the population split.
         population_iteration = jax.vmap(member_iteration, in_axes=(0,) * 8 + (None,), spmd_axis_name="pop")
 
-    controller = make_meta_controller(config)
+    controller = make_meta_controller(config, env, learner)
 
     def iteration(state: TrainState) -> tuple[TrainState, dict]:
         learner_state, env_state, env_params, stats, league, curriculum, rng, metrics = population_iteration(
@@ -303,35 +309,51 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
             learner=learner_state, env_state=env_state, env_params=env_params, episode_stats=stats,
             league=league, curriculum=curriculum, rng=rng, iteration=state.iteration + 1,
         )
+        rollout = metrics.pop(META_ROLLOUT, None)
         if controller is not None:
-            new_state, meta_metrics = meta_step(controller, new_state, metrics["episode_return"])
+            batch = None
+            if rollout is not None:
+                from superlearner.metagrad import MetaGradBatch
+
+                # The meta-gradient differentiates through an update from the parameters that
+                # collected the rollout: the state before this iteration's update.
+                batch = MetaGradBatch(learner=state.learner, rollout=rollout)
+            new_state, meta_metrics = meta_step(controller, new_state, metrics["episode_return"], batch, config)
             metrics.update(meta_metrics)
         return new_state, metrics
 
-    metric_shapes = jax.eval_shape(lambda s: iteration(s)[1], jax.eval_shape(init, 0))
-
-    def skip(state: TrainState) -> tuple[TrainState, dict]:
-        nan = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), metric_shapes)
-        return state, nan
+    # Jitted, so each is traced once: the shapes read here come from traces that the train
+    # chunk's and `initial_state`'s own traces then reuse from JAX's cache (same argument types).
+    init_traced, iteration_traced = jax.jit(init), jax.jit(iteration)
+    metric_shapes = jax.eval_shape(lambda s: iteration_traced(s)[1], jax.eval_shape(init_traced, jnp.int32(0)))
 
     def train_chunk(state: TrainState, num_chunk_iterations: int) -> tuple[TrainState, dict]:
-        """Runs ``num_chunk_iterations`` (static) iterations; returns metrics ``[K, P]`` and a
-        ``valid`` flag ``[K]`` (false for iterations past the end of the run)."""
+        """Runs ``num_chunk_iterations`` (static) iterations, fewer where the run ends first;
+        returns metrics ``[K, P]`` and a ``valid`` flag ``[K]`` (false, with NaN metrics, for
+        iterations past the end of the run).
 
-        def body(state, _):
-            live = state.iteration < num_iterations
-            state, metrics = jax.lax.cond(live, iteration, skip, state)
-            metrics["valid"] = live
-            metrics["iteration"] = state.iteration
-            return state, metrics
+        A loop over a traced count rather than a scan with a per-iteration branch: the last,
+        partial chunk of a run reuses the same program, and the iterations carry no branch.
+        """
+        count = jnp.clip(num_iterations - state.iteration, 0, num_chunk_iterations)
+        buffers = jax.tree.map(lambda s: jnp.full((num_chunk_iterations,) + s.shape, jnp.nan, s.dtype), metric_shapes)
 
-        return jax.lax.scan(body, state, None, length=num_chunk_iterations)
+        def body(index, carry):
+            state, buffers = carry
+            state, metrics = iteration_traced(state)
+            buffers = jax.tree.map(lambda b, m: jax.lax.dynamic_update_index_in_dim(b, m, index, 0), buffers, metrics)
+            return state, buffers
+
+        state, metrics = jax.lax.fori_loop(0, count, body, (state, buffers))
+        metrics["valid"] = jnp.arange(num_chunk_iterations) < count
+        metrics["iteration"] = state.iteration - count + jnp.minimum(jnp.arange(num_chunk_iterations) + 1, count)
+        return state, metrics
 
     return Engine(
         config=config,
         env=env,
         learner=learner,
-        init=init,
+        init=init_traced,
         train_chunk=train_chunk,
         num_iterations=num_iterations,
         env_steps_per_iteration=num_envs * num_steps,
@@ -498,10 +520,21 @@ def score_levels(sampler, buffer, batch, rollout, hparams: PPOHparams, score_kin
 
 
 
-def make_meta_controller(config: ExperimentConfig):
-    """The configured meta-controller, or None."""
+META_ROLLOUT = "_meta_rollout"
+
+
+def make_meta_controller(config: ExperimentConfig, env: Env | None = None, learner: PPO | None = None):
+    """The configured meta-controller, or None (metagrad needs the run's ``env`` and ``learner``)."""
     if config.meta.kind == "none":
         return None
+    if config.meta.kind == "bandit":
+        from superlearner.meta_config import make_bandit
+
+        return make_bandit(config)
+    if config.meta.kind == "metagrad":
+        from superlearner.meta_config import make_configured_metagrad
+
+        return make_configured_metagrad(config, env, learner)
     from superlearner.meta import make_pbt
 
     m = config.meta
@@ -531,28 +564,45 @@ def spread_hparams(config: ExperimentConfig, hparams: PPOHparams, key: jax.Array
     return sample_hparams(key, specs, config.train.population_size, hparams)
 
 
-def init_meta(config: ExperimentConfig, key: jax.Array) -> dict:
-    """The meta-controller's state, kept in ``TrainState.meta``."""
+def init_meta(config: ExperimentConfig, key: jax.Array, controller=None, hparams: PPOHparams | None = None) -> dict:
+    """The meta-controller's state, kept in ``TrainState.meta`` (metagrad starts from ``hparams``)."""
     from superlearner.meta import init_return_history
 
     ctrl_key, run_key = jax.random.split(key)
-    controller = make_meta_controller(config)
+    controller = make_meta_controller(config) if controller is None else controller
+    if config.meta.kind == "metagrad":
+        ctrl = controller.init(config.train.population_size, ctrl_key, hparams)
+    else:
+        ctrl = controller.init(config.train.population_size, ctrl_key)
     return {
-        "controller": controller.init(config.train.population_size, ctrl_key),
+        "controller": ctrl,
         "returns": init_return_history(config.train.population_size, config.meta.progress_window),
         "rng": jax.random.key_data(run_key),
     }
 
 
-def meta_step(controller, state: TrainState, episode_return: jax.Array):
-    """One meta-controller call across the population (outside the per-member vmap)."""
+def meta_step(controller, state: TrainState, episode_return: jax.Array, batch=None, config: ExperimentConfig | None = None):
+    """One meta-controller call across the population (outside the per-member vmap).
+
+    ``batch`` (a `superlearner.metagrad.MetaGradBatch`) is the meta-gradient's progress signal;
+    other controllers read the recent mean return.
+    """
     from superlearner.meta import PopulationState, gather_members, push_returns, recent_mean
 
     meta = state.meta
     key, step_key = jax.random.split(jax.random.wrap_key_data(meta["rng"]))
     returns = push_returns(meta["returns"], episode_return)
     population = PopulationState(learner=state.learner, hparams=state.hparams, rng=state.rng)
-    ctrl, population, events = controller.update(meta["controller"], population, recent_mean(returns), step_key)
+    progress = recent_mean(returns) if batch is None else batch
+    ctrl, population, events = controller.update(meta["controller"], population, progress, step_key)
+    if not hasattr(events, "parent"):  # a bandit or meta-gradient step copies nobody
+        from superlearner.meta_config import controller_metrics
+
+        state = state.replace(
+            learner=population.learner, hparams=population.hparams,
+            meta={"controller": ctrl, "returns": returns, "rng": jax.random.key_data(key)},
+        )
+        return state, controller_metrics(config, ctrl, events)
     returns = gather_members(returns, events.parent)
     # A copied member continues its parent's games, levels, league, curriculum and statistics too: they are part of
     # what made the parent better, and the copy's own would no longer match its parameters.

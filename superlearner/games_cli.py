@@ -156,6 +156,8 @@ def exact_lines_against_perfect(agent) -> dict:
     policy = jax.jit(agent.engine.learner.policy)
 
     def choose(state) -> int:
+        if agent.num_simulations > 0:  # search without noise: deterministic, the key is unused
+            return int(agent.act(jax.random.key(0), state, greedy=True))
         logits, _ = policy(agent.params, state.observation[None], state.legal_action_mask[None])
         return int(np.argmax(np.asarray(logits[0])))
 
@@ -215,7 +217,7 @@ def make_opponent(env, spec: str, greedy: bool) -> Opponent:
             raise UserError("--opponent checkpoint:PATH needs the path of a run directory or checkpoint")
         from superlearner.agent import load_agent
 
-        other = load_agent(rest, greedy=greedy)
+        other = load_agent(rest, greedy=greedy)  # an alphazero run searches with its eval_simulations
         if other.env.id != env.id or other.env.version != env.version:
             raise UserError(
                 f"--opponent {spec}: that agent plays {other.env.id} v{other.env.version}, "
@@ -223,8 +225,7 @@ def make_opponent(env, spec: str, greedy: bool) -> Opponent:
             )
         if (other.env.num_actions, tuple(other.env.observation_shape)) != (env.num_actions, tuple(env.observation_shape)):
             raise UserError(f"--opponent {spec}: that agent's env has other options (action or observation shapes differ)")
-        kind = policy_kind(other.engine.learner.policy, greedy)
-        return Opponent(f"{rest} (iteration {other.step})", kind, other.params, deterministic=greedy)
+        return Opponent(f"{rest} (iteration {other.step})", other.kind_of(greedy), other.params, deterministic=greedy)
     try:
         anchor = make_anchor(env, spec)
     except UserError as error:
@@ -584,7 +585,7 @@ def cmd_eval(args) -> int:
             raise UserError("--svg: best-response is computed exactly, no game is played; use another --opponent for an SVG")
     if args.svg:
         _check_writable(args.svg, "--svg")
-    agent = load_agent(args.path, greedy=not args.sample)
+    agent = load_agent(args.path, greedy=not args.sample, num_simulations=search_simulations(args))
     check_eval_request(agent.env, args.opponent, args.levels)
     if agent.env.num_players == 1:
         return _eval_single(agent, args)
@@ -623,7 +624,24 @@ def _agent_header(agent) -> dict:
         "checkpoint_iteration": agent.step,
         "member": agent.member,
         "greedy": agent.greedy,
+        "simulations": agent.num_simulations,
     }
+
+
+def search_simulations(args) -> int | None:
+    """The ``--simulations N`` / ``--raw-policy`` choice of a command: N, 0 (raw policy) or
+    None (the run's ``alphazero.eval_simulations``)."""
+    simulations, raw = getattr(args, "simulations", None), getattr(args, "raw_policy", False)
+    if simulations is not None and simulations < 0:
+        raise UserError(f"--simulations {simulations}: must be 0 (the raw policy) or more")
+    if raw and simulations:
+        raise UserError(f"--raw-policy and --simulations {simulations} contradict each other; give one")
+    return 0 if raw else simulations
+
+
+def _mode(agent) -> str:
+    mode = "greedy" if agent.greedy else "sampling"
+    return f"{mode}, search with {agent.num_simulations} simulations" if agent.num_simulations else mode
 
 
 def _eval_game(agent, args) -> int:
@@ -662,7 +680,7 @@ def _eval_game(agent, args) -> int:
             file=sys.stderr,
         )
     match_key, svg_key, choice_key = jax.random.split(jax.random.key(args.seed), 3)
-    kind, params = policy_kind(agent.engine.learner.policy, greedy), agent.params
+    kind, params = agent.kind_of(greedy), agent.params
     as_league = bool(getattr(args, "league", False))
     if as_league:
         # The league's policy plays: one snapshot per game, drawn from its meta-strategy.
@@ -690,7 +708,7 @@ def _eval_game(agent, args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    mode = "greedy" if greedy else "sampling"
+    mode = _mode(agent)
     print(
         f"{env.id}: {'league policy' if as_league else 'agent'} (iteration {agent.step}, member {agent.member}, {mode}) "
         f"vs {opponent.name}: "
@@ -857,11 +875,14 @@ def cmd_ratings(args) -> int:
     if not steps:
         raise UserError(f"{run_dir}: the run has no checkpoint yet")
     chosen = select_checkpoints(steps, args.max_checkpoints)
-    first = load_agent(run_dir / CHECKPOINT_DIR / str(chosen[-1]), greedy=False)
+    simulations = search_simulations(args)
+    first = load_agent(run_dir / CHECKPOINT_DIR / str(chosen[-1]), greedy=False, num_simulations=simulations)
     env, config = first.env, first.config
     if env.num_players != 2:
         raise UserError(f"{env.id} is a single-agent env; ratings are for two-player games (use eval)")
-    agents = [load_agent(run_dir / CHECKPOINT_DIR / str(s), greedy=False) for s in chosen[:-1]] + [first]
+    agents = [
+        load_agent(run_dir / CHECKPOINT_DIR / str(s), greedy=False, num_simulations=simulations) for s in chosen[:-1]
+    ] + [first]
     specs = list(config.arena.anchors) if args.anchors is None else list(args.anchors)
     specs = list(dict.fromkeys(["random"] + [s.strip() for s in specs]))
     anchors = {}
@@ -871,7 +892,7 @@ def cmd_ratings(args) -> int:
         except UserError as error:
             raise UserError(f"--anchors {spec}: {error}") from None
     opening = config.arena.opening_moves
-    kind = policy_kind(first.engine.learner.policy, greedy=False)
+    kind = first.kind_of(greedy=False)
 
     names = [f"iter_{a.step}" for a in agents] + specs
     # (name, kind label, kind, params): every checkpoint shares the kind "checkpoint".
@@ -912,6 +933,7 @@ def cmd_ratings(args) -> int:
         "anchor": "random",
         "anchor_rating": 0.0,
         "games_per_pair": games,
+        "simulations": first.num_simulations,
         "opening_moves": opening,
         "players": rows,
         "results": pairs,
@@ -926,6 +948,7 @@ def cmd_ratings(args) -> int:
     print(
         f"{env.id}: Bradley-Terry ratings (Elo scale, random = 0) of {len(agents)} checkpoints and "
         f"{len(specs)} anchors, {games} games per pair, {opening} random opening plies"
+        + (f", checkpoints searching {first.num_simulations} simulations per move" if first.num_simulations else "")
     )
     width = max(len(n) for n in names)
     print(f"  {'#':>2}  {'player':<{width}}  {'rating':>7}  {'95% CI':>17}  {'games':>6}  {'score':>5}")
@@ -1020,7 +1043,7 @@ def cmd_play(args) -> int:
     """``superlearner play PATH``: a person against the agent in the terminal (see `play_game`)."""
     from superlearner.agent import load_agent
 
-    agent = load_agent(args.path, greedy=True)
+    agent = load_agent(args.path, greedy=True, num_simulations=search_simulations(args))
     env = agent.env
     if env.num_players != 2:
         raise UserError(f"{env.id} is a single-agent env; play is for two-player games")
@@ -1030,6 +1053,7 @@ def cmd_play(args) -> int:
     print(
         f"{env.id}: you are player {person} (you move {('first', 'second')[person]}) "
         f"against the agent of iteration {agent.step}"
+        + (f", searching {agent.num_simulations} simulations per move" if agent.num_simulations else "")
     )
     game = play_game(env, agent.act, person, jax.random.key(args.seed))
     mine = float(game["rewards"][person])

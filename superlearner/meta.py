@@ -390,7 +390,8 @@ class PopulationState:
 
 
 class MetaController(NamedTuple):
-    """A meta-controller's pure functions (made by `make_pbt`, `make_sw_ucb`).
+    """A meta-controller's pure functions (made by `make_pbt`, `make_sw_ucb`, and
+    `superlearner.metagrad.make_metagrad`, whose ``progress`` is a batch of experience).
 
     Attributes:
       init: ``(population_size, key) -> ctrl_state``.
@@ -646,6 +647,7 @@ class SWUCBState:
       current_arm: int32[P], the arm in use (-1 before the first pull).
       progress_at_pull: float32[P], progress when the current arm was pulled.
       num_calls: int32[], update calls so far.
+      arm_counts: int32[P, K], pulls of each arm since the start (the window forgets, this not).
     """
 
     arm_history: jax.Array
@@ -654,6 +656,7 @@ class SWUCBState:
     current_arm: jax.Array
     progress_at_pull: jax.Array
     num_calls: jax.Array
+    arm_counts: jax.Array
 
 
 @struct.dataclass
@@ -702,6 +705,7 @@ def make_sw_ucb(
     window: int = 50,
     pull_interval: int = 1,
     exploration: float = 1.0,
+    apply_fn: Callable[[PopulationState, jax.Array], PopulationState] | None = None,
 ) -> MetaController:
     """A sliding-window UCB bandit per member over a static table of hparam settings.
 
@@ -717,6 +721,11 @@ def make_sw_ucb(
       window: W, the rewards each member remembers.
       pull_interval: calls between pulls.
       exploration: c in `sw_ucb_scores`.
+      apply_fn: ``(population, arm int32[P]) -> population``, how a pulled arm is written;
+        default: each ``arms`` field into ``population.hparams``. Give one to write arms
+        elsewhere, e.g. the update-rule index in the learner's meta parameters
+        (`superlearner.update_rules.switch`); ``arms`` then only fixes K and its values are
+        whatever ``apply_fn`` reads.
     """
     owner = "make_sw_ucb"
     if not isinstance(arms, Mapping) or not arms:
@@ -747,6 +756,7 @@ def make_sw_ucb(
             current_arm=jnp.full((size,), -1, jnp.int32),
             progress_at_pull=jnp.zeros((size,), jnp.float32),
             num_calls=jnp.int32(0),
+            arm_counts=jnp.zeros((size, num_arms), jnp.int32),
         )
 
     def apply_arm(hparams: Any, arm: jax.Array) -> Any:
@@ -769,7 +779,8 @@ def make_sw_ucb(
 
         Args:
           state: `SWUCBState` for P members.
-          population: `PopulationState`; only ``hparams`` is changed.
+          population: `PopulationState`; only ``hparams`` is changed (or what ``apply_fn``
+            writes).
           progress: float[P], a progress signal whose change rewards the arm in use.
           key: consumed once.
         """
@@ -777,7 +788,7 @@ def make_sw_ucb(
         progress = jnp.asarray(progress, jnp.float32)
         due = state.num_calls % pull_interval == 0
 
-        def pull(hparams):
+        def pull(population):
             credited = state.current_arm[0] >= 0  # members pull together: all or none
             reward = jnp.where(credited, progress - state.progress_at_pull, 0.0)
             slot = state.num_rewards % window
@@ -791,16 +802,20 @@ def make_sw_ucb(
             scores = sw_ucb_scores(arm_history, reward_history, num_rewards, num_arms, exploration)
             best = scores == scores.max(-1, keepdims=True)
             arm = jax.random.categorical(key, jnp.where(best, 0.0, -jnp.inf), axis=-1).astype(jnp.int32)
-            return apply_arm(hparams, arm), arm_history, reward_history, num_rewards, arm, progress, reward
+            if apply_fn is None:
+                population = population.replace(hparams=apply_arm(population.hparams, arm))
+            else:
+                population = apply_fn(population, arm)
+            return population, arm_history, reward_history, num_rewards, arm, progress, reward
 
-        def wait(hparams):
+        def wait(population):
             return (
-                hparams, state.arm_history, state.reward_history, state.num_rewards, state.current_arm,
+                population, state.arm_history, state.reward_history, state.num_rewards, state.current_arm,
                 state.progress_at_pull, jnp.zeros((size,), jnp.float32),
             )
 
-        hparams, arm_history, reward_history, num_rewards, arm, progress_at_pull, reward = jax.lax.cond(
-            due, pull, wait, population.hparams
+        population, arm_history, reward_history, num_rewards, arm, progress_at_pull, reward = jax.lax.cond(
+            due, pull, wait, population
         )
         new_state = SWUCBState(
             arm_history=arm_history,
@@ -809,7 +824,8 @@ def make_sw_ucb(
             current_arm=arm,
             progress_at_pull=progress_at_pull,
             num_calls=state.num_calls + 1,
+            arm_counts=state.arm_counts + (due & (arm[:, None] == jnp.arange(num_arms))).astype(jnp.int32),
         )
-        return new_state, population.replace(hparams=hparams), SWUCBEvents(due=due, arm=arm, reward=reward)
+        return new_state, population, SWUCBEvents(due=due, arm=arm, reward=reward)
 
     return MetaController(init=init, update=update)

@@ -222,7 +222,7 @@ def compile_run(engine: Engine, mesh) -> RunProgram:
     ``train.memory_budget_gib`` replaces the device's own capacity when set.
     """
     config = engine.config
-    abstract = jax.eval_shape(lambda: engine.init(config.train.seed))
+    abstract = jax.eval_shape(engine.init, jnp.int32(config.train.seed))  # reuses make_engine's trace
     shardings = distributed.train_state_shardings(abstract, mesh, config.train.population_size, config.learner.num_envs)
     placed = jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract, shardings)
     chunk_fn = jax.jit(engine.train_chunk, static_argnums=1, donate_argnums=0,
@@ -348,7 +348,9 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
                 due = chunks_done % config.train.checkpoint_every_chunks == 0
                 out_of_chunks = max_chunks is not None and chunks_done >= max_chunks
                 if finished or due or stop_now or out_of_chunks:
-                    score = float(np.nanmean(last_metrics.get("episode_return", [np.nan])))
+                    # Learners without a training return (alphazero) rank no best checkpoint.
+                    returns = last_metrics.get("episode_return")
+                    score = float(np.nanmean(returns)) if returns is not None else math.nan
                     try:
                         checkpointer.save(
                             iteration, snapshot(state), checkpoint_metadata(engine, iteration, wall_time()),

@@ -167,19 +167,58 @@ def learned(meta_params: dict | None = None) -> UpdateRule:
     return UpdateRule("learned", lambda: dict(start), learned_drift)
 
 
-RULES: dict[str, Callable[[], UpdateRule]] = {"ppo_clip": ppo_clip, "dpo": dpo, "learned": learned}
+SWITCH_RULES = ("ppo_clip", "dpo", "learned")
+"""The rules a `switch` rule holds, in index order (index 0 is PPO-clip)."""
+
+
+def switch(rules: tuple[UpdateRule, ...] | None = None) -> UpdateRule:
+    """Several rules in one program; a traced index in the meta parameters picks the active one.
+
+    Meta parameters: ``{"index": int32[], "rules": (meta params of each rule, ...)}``. Because the
+    index is an array, a meta-controller (the bandit, `superlearner.meta.make_sw_ucb`) changes
+    the rule a member trains with by writing it, and the program is never compiled again.
+
+    Args:
+      rules: the rules (default: `SWITCH_RULES`, in that order); ``index`` is clipped to
+        ``[0, len(rules) - 1]``.
+    """
+    rules = tuple(RULES[name]() for name in SWITCH_RULES) if rules is None else tuple(rules)
+
+    def init_meta_params():
+        return {"index": jnp.int32(0), "rules": tuple(rule.init_meta_params() for rule in rules)}
+
+    def drift(meta_params, ratio, advantage, clip_eps):
+        index = jnp.clip(jnp.asarray(meta_params["index"], jnp.int32), 0, len(rules) - 1)
+        branches = [
+            (lambda params, rule=rule: rule.drift(params, ratio, advantage, clip_eps)) for rule in rules
+        ]
+        # `lax.switch` takes one operand: each branch picks its own rule's meta parameters.
+        return jax.lax.switch(
+            index, [lambda all_params, i=i, b=b: b(all_params[i]) for i, b in enumerate(branches)], meta_params["rules"]
+        )
+
+    return UpdateRule("switch", init_meta_params, drift)
+
+
+RULES: dict[str, Callable[[], UpdateRule]] = {"ppo_clip": ppo_clip, "dpo": dpo, "learned": learned, "switch": switch}
 
 
 def make_update_rule(name: str, rule_file: str | None = None) -> UpdateRule:
-    """The rule called ``name``; ``rule_file`` (learned rules only) holds its meta parameters."""
+    """The rule called ``name``; ``rule_file`` (learned rules, and the learned branch of a
+    switch rule) holds the learned drift's meta parameters."""
     from superlearner.errors import ConfigError
 
     if name not in RULES:
         raise ConfigError(f"unknown update rule {name!r}; accepted: {', '.join(RULES)}")
     if rule_file:
-        if name != "learned":
-            raise ConfigError(f"learner.update_rule_file={rule_file!r} is only read by update_rule=learned, not {name!r}")
-        return learned(load_rule_file(rule_file))
+        if name not in ("learned", "switch"):
+            raise ConfigError(
+                f"learner.update_rule_file={rule_file!r} is only read by update_rule=learned or switch, not {name!r}"
+            )
+        learned_rule = learned(load_rule_file(rule_file))
+        if name == "switch":
+            return switch(tuple(learned_rule if n == "learned" else RULES[n]() for n in SWITCH_RULES))
+        return learned_rule
     return RULES[name]()
 
 

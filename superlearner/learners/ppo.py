@@ -83,6 +83,9 @@ class PPO(NamedTuple):
     update: Callable[..., tuple[LearnerState, dict]]
     graphdef: Any
     rule: UpdateRule
+    # ``(params, meta_params, batch, hparams) -> (loss, metrics)`` on one flat minibatch (the
+    # keys `update` builds); the online meta-gradient differentiates through it.
+    loss: Callable[..., tuple[jax.Array, dict]] | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,4 +277,4 @@ def make_ppo(
         new_state = state.replace(params=params, opt_state=opt_state, num_updates=state.num_updates + 1)
         return new_state, metrics
 
-    return PPO(init=init, policy=policy, act=act, value=value, update=update, graphdef=graphdef, rule=rule)
+    return PPO(init=init, policy=policy, act=act, value=value, update=update, graphdef=graphdef, rule=rule, loss=loss_fn)

@@ -1,0 +1,136 @@
+"""Meta-learning against fixed hyperparameters, several seeds at equal env steps, as README tables.
+
+    python scripts/meta_compare.py pbt [--seeds 0 1 2] [--steps 500000] [--out DIR]
+    python scripts/meta_compare.py metagrad [--seeds 0 1 2] [--steps 150000] [--out DIR]
+
+``pbt``: the `cartpole_pbt` preset (8 members, learning rates log-uniform in [1e-5, 1e-1]) and
+`cartpole_population` (the same start without adaptation). ``metagrad``: `cartpole_metagrad`
+(online meta-gradients from cartpole_ppo's hyperparameters) and the same run with
+``meta.kind=none`` (the fixed starting hyperparameters). Every member of every final state is
+evaluated greedily (``--episodes`` episodes each); the script prints one JSON line per run and
+a markdown table with means and 95% confidence intervals (Student t) over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from superlearner.agent import load_train_state
+from superlearner.config import load_config
+from superlearner.evaluate import run_episodes
+from superlearner.logs import read_metrics
+from superlearner.trainer import train
+
+# Student t quantiles (two-sided 95%) by degrees of freedom, for intervals over a few seeds.
+T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
+
+VARIANTS = {
+    "pbt": {"pbt": ("cartpole_pbt", []), "no adaptation": ("cartpole_population", [])},
+    "metagrad": {"metagrad": ("cartpole_metagrad", []), "fixed": ("cartpole_metagrad", ["meta.kind=none"])},
+}
+DEFAULT_STEPS = {"pbt": 500_000, "metagrad": 150_000}
+
+
+def evaluate_members(run_dir: Path, episodes: int, seed: int = 7) -> np.ndarray:
+    """float[P]: each member's mean greedy return over ``episodes`` episodes (one compiled call)."""
+    engine, state, _ = load_train_state(run_dir)
+    size = engine.config.train.population_size
+    params = state.learner.params
+
+    def act(observation, mask, key):
+        observation = observation.reshape((size, episodes) + observation.shape[1:])
+        mask = mask.reshape((size, episodes) + mask.shape[1:])
+        action = jax.vmap(lambda p, o, m: engine.learner.act(p, o, m, key, greedy=True)[0])(params, observation, mask)
+        return action.reshape(-1)
+
+    returns = run_episodes(engine.env, act, jax.random.key(seed), size * episodes)
+    return np.asarray(returns).reshape(size, episodes).mean(axis=1)
+
+
+def mean_ci(values) -> tuple[float, float]:
+    values = np.asarray(values, np.float64)
+    if values.size < 2:
+        return float(values.mean()), float("nan")
+    return float(values.mean()), T95.get(values.size - 1, 1.96) * float(values.std(ddof=1)) / math.sqrt(values.size)
+
+
+def cell(values) -> str:
+    mean, half = mean_ci(values)
+    return f"{mean:.1f} ± {half:.1f}" if math.isfinite(half) else f"{mean:.1f}"
+
+
+def run_one(study: str, variant: str, seed: int, steps: int, out: Path, episodes: int) -> dict:
+    preset, extra = VARIANTS[study][variant]
+    overrides = ["log.tensorboard=false", f"train.seed={seed}", "train.eval_episodes=0",
+                 f"train.total_env_steps={steps}", *extra]
+    run_dir = out / f"{variant.replace(' ', '_')}-{seed}"
+    start = time.perf_counter()
+    result = train(load_config(preset, overrides), run_dir, show_progress=False)
+    wall = time.perf_counter() - start
+    greedy = evaluate_members(run_dir, episodes)
+    records = read_metrics(run_dir)
+    # The logged training return (the stochastic policy), averaged over members and over every
+    # chunk of the run: higher means it learned sooner.
+    curve = [float(np.mean(r["metrics"]["episode_return"])) for r in records]
+    final_hparams = {k: np.round(np.asarray(v, np.float64), 6).tolist() for k, v in records[-1]["hparams"].items()
+                     if k in ("learning_rate", "ent_coef", "gamma", "gae_lambda")}
+    return dict(
+        study=study, variant=variant, seed=seed, env_steps=result.env_steps, wall_s=round(wall, 1),
+        greedy_per_member=np.round(greedy, 1).tolist(), greedy_mean=float(greedy.mean()),
+        greedy_median=float(np.median(greedy)), greedy_best=float(greedy.max()),
+        train_return_final=float(np.mean(result.last_metrics["episode_return"])),
+        train_return_over_run=float(np.mean(curve)), final_hparams=final_hparams,
+    )
+
+
+def table(study: str, runs: list[dict]) -> str:
+    variants = list(VARIANTS[study])
+    by_variant = {v: [r for r in runs if r["variant"] == v] for v in variants}
+    if study == "pbt":
+        rows = ["| variant | seeds | population mean (greedy) | median member | best member | training return, end |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for v in variants:
+            rs = by_variant[v]
+            rows.append(f"| {v} | {len(rs)} | {cell([r['greedy_mean'] for r in rs])} | {cell([r['greedy_median'] for r in rs])} "
+                        f"| {cell([r['greedy_best'] for r in rs])} | {cell([r['train_return_final'] for r in rs])} |")
+    else:
+        rows = ["| variant | seeds | greedy return, end | training return, end | training return, mean over the run |",
+                "|---|---:|---:|---:|---:|"]
+        for v in variants:
+            rs = by_variant[v]
+            rows.append(f"| {v} | {len(rs)} | {cell([r['greedy_mean'] for r in rs])} | {cell([r['train_return_final'] for r in rs])} "
+                        f"| {cell([r['train_return_over_run'] for r in rs])} |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("study", choices=sorted(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=None, help="env steps per member (default: pbt 5e5, metagrad 1.5e5)")
+    parser.add_argument("--episodes", type=int, default=32, help="greedy evaluation episodes per member")
+    parser.add_argument("--out", type=Path, default=None, help="where the runs go (default runs/meta_compare/STUDY)")
+    args = parser.parse_args()
+    steps = args.steps or DEFAULT_STEPS[args.study]
+    out = args.out or Path("runs/meta_compare") / args.study
+    runs = []
+    for seed in args.seeds:
+        for variant in VARIANTS[args.study]:
+            run = run_one(args.study, variant, seed, steps, out, args.episodes)
+            runs.append(run)
+            print(json.dumps(run), flush=True)
+    print(f"\n{args.study}: {steps} env steps per member, {len(args.seeds)} seeds, 95% CI over seeds\n")
+    print(table(args.study, runs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
