@@ -53,6 +53,7 @@ from superlearner.meta import (
     from_unconstrained,
     to_unconstrained,
 )
+from superlearner.learners.ppo import rollout_batch
 from superlearner.networks import Torso
 from superlearner.returns import generalized_advantage_estimation
 
@@ -129,26 +130,6 @@ class OuterCritic(nnx.Module):
 
 # ----------------------------------------------------------------------------------------------
 # Pieces on one member (batch them with vmap at the call site).
-
-
-def rollout_batch(rollout, gamma: jax.Array, gae_lambda: jax.Array) -> dict:
-    """The learner's loss batch of a rollout ``[T, N]`` (keys of `PPO.loss`), leading axes kept.
-
-    GAE advantages and value targets use ``gamma`` and ``gae_lambda`` (traced, differentiable).
-    """
-    advantage = jax.vmap(generalized_advantage_estimation, in_axes=(1, 1, 1, None, 1, None), out_axes=1)(
-        rollout.reward, rollout.value, rollout.v_tp1, jnp.full(rollout.reward.shape[:1], gamma),
-        rollout.continue_, gae_lambda,
-    )
-    return dict(
-        observation=rollout.observation,
-        legal_action_mask=rollout.legal_action_mask,
-        action=rollout.action,
-        log_prob=rollout.log_prob,
-        value=rollout.value,
-        advantage=advantage,
-        target=advantage + rollout.value,
-    )
 
 
 def flatten(batch: dict) -> dict:

@@ -92,6 +92,26 @@ class PPO(NamedTuple):
 # Factory.
 
 
+def rollout_batch(rollout, gamma: jax.Array, gae_lambda: jax.Array) -> dict:
+    """The learner's loss batch of a rollout ``[T, N]`` (keys of `PPO.loss`), leading axes kept.
+
+    GAE advantages and value targets use ``gamma`` and ``gae_lambda`` (traced, differentiable).
+    """
+    advantage = jax.vmap(generalized_advantage_estimation, in_axes=(1, 1, 1, None, 1, None), out_axes=1)(
+        rollout.reward, rollout.value, rollout.v_tp1, jnp.full(rollout.reward.shape[:1], gamma),
+        rollout.continue_, gae_lambda,
+    )
+    return dict(
+        observation=rollout.observation,
+        legal_action_mask=rollout.legal_action_mask,
+        action=rollout.action,
+        log_prob=rollout.log_prob,
+        value=rollout.value,
+        advantage=advantage,
+        target=advantage + rollout.value,
+    )
+
+
 def make_ppo(
     observation_shape,
     num_actions: int,
@@ -220,21 +240,7 @@ def make_ppo(
 
         Returns the new state and a dict of float32 scalar metrics.
         """
-        advantage = jax.vmap(
-            generalized_advantage_estimation, in_axes=(1, 1, 1, None, 1, None), out_axes=1
-        )(
-            rollout.reward, rollout.value, rollout.v_tp1,
-            jnp.full(rollout.reward.shape[:1], hparams.gamma), rollout.continue_, hparams.gae_lambda,
-        )
-        batch = dict(
-            observation=rollout.observation,
-            legal_action_mask=rollout.legal_action_mask,
-            action=rollout.action,
-            log_prob=rollout.log_prob,
-            value=rollout.value,
-            advantage=advantage,
-            target=advantage + rollout.value,
-        )
+        batch = rollout_batch(rollout, hparams.gamma, hparams.gae_lambda)
         if rollout.valid is not None:
             batch["valid"] = rollout.valid.astype(jnp.float32)
         batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), batch)
