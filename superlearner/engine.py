@@ -322,8 +322,26 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
             metrics.update(meta_metrics)
         return new_state, metrics
 
-    # Jitted, so each is traced once: the shapes read here come from traces that the train
-    # chunk's and `initial_state`'s own traces then reuse from JAX's cache (same argument types).
+    init_traced, train_chunk = make_train_chunk(init, iteration, num_iterations)
+
+    return Engine(
+        config=config,
+        env=env,
+        learner=learner,
+        init=init_traced,
+        train_chunk=train_chunk,
+        num_iterations=num_iterations,
+        env_steps_per_iteration=num_envs * num_steps,
+    )
+
+
+def make_train_chunk(init: Callable, iteration: Callable, num_iterations: int) -> tuple[Callable, Callable]:
+    """``(init, train_chunk)`` of an engine from its ``init(seed)`` and one ``iteration(state)
+    -> (state, metrics)``; every learner's engine builds its chunk here.
+
+    Both come back jitted, so each is traced once: the metric shapes read here come from traces
+    that the train chunk's and `initial_state`'s own traces then reuse from JAX's cache.
+    """
     init_traced, iteration_traced = jax.jit(init), jax.jit(iteration)
     metric_shapes = jax.eval_shape(lambda s: iteration_traced(s)[1], jax.eval_shape(init_traced, jnp.int32(0)))
 
@@ -349,15 +367,7 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         metrics["iteration"] = state.iteration - count + jnp.minimum(jnp.arange(num_chunk_iterations) + 1, count)
         return state, metrics
 
-    return Engine(
-        config=config,
-        env=env,
-        learner=learner,
-        init=init_traced,
-        train_chunk=train_chunk,
-        num_iterations=num_iterations,
-        env_steps_per_iteration=num_envs * num_steps,
-    )
+    return init_traced, train_chunk
 
 
 # XLA's backend optimisation level for the init program. It runs once per run, so the default
@@ -491,12 +501,9 @@ def score_levels(sampler, buffer, batch, rollout, hparams: PPOHparams, score_kin
         combined_max_returns, episode_success_rate, learnability, max_episode_return, max_mc,
         positive_value_loss,
     )
-    from superlearner.returns import generalized_advantage_estimation
+    from superlearner.learners.ppo import rollout_batch
 
-    advantage = jax.vmap(generalized_advantage_estimation, in_axes=(1, 1, 1, None, 1, None), out_axes=1)(
-        rollout.reward, rollout.value, rollout.v_tp1, jnp.full(rollout.reward.shape[:1], hparams.gamma),
-        rollout.continue_, hparams.gae_lambda,
-    )
+    advantage = rollout_batch(rollout, hparams.gamma, hparams.gae_lambda)["advantage"]
     done = 1.0 - rollout.continue_
     success = (rollout.reward > 0) & (done > 0)
     rate, _ = jax.vmap(episode_success_rate, in_axes=1)(success, done)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from superlearner.config import ExperimentConfig
-from superlearner.engine import Engine, TrainState
+from superlearner.engine import Engine, TrainState, make_train_chunk
 from superlearner.env import Env
 from superlearner.errors import ConfigError
 from superlearner.learners.alphazero import (
@@ -128,23 +128,7 @@ def make_alphazero_engine(config: ExperimentConfig, env: Env | None = None) -> E
         learner_state, rng, metrics = population_iteration(state.learner, state.hparams, state.rng)
         return state.replace(learner=learner_state, rng=rng, iteration=state.iteration + 1), metrics
 
-    metric_shapes = jax.eval_shape(lambda s: iteration(s)[1], jax.eval_shape(init, 0))
-
-    def skip(state: TrainState) -> tuple[TrainState, dict]:
-        return state, jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), metric_shapes)
-
-    def train_chunk(state: TrainState, num_chunk_iterations: int) -> tuple[TrainState, dict]:
-        """Runs ``num_chunk_iterations`` (static) iterations; returns metrics ``[K, P]`` and a
-        ``valid`` flag ``[K]`` (false for iterations past the end of the run)."""
-
-        def body(state, _):
-            live = state.iteration < num_iterations
-            state, metrics = jax.lax.cond(live, iteration, skip, state)
-            metrics["valid"] = live
-            metrics["iteration"] = state.iteration
-            return state, metrics
-
-        return jax.lax.scan(body, state, None, length=num_chunk_iterations)
+    init, train_chunk = make_train_chunk(init, iteration, num_iterations)
 
     return Engine(
         config=config,
