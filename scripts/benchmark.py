@@ -401,12 +401,20 @@ jax.block_until_ready(train(jax.random.PRNGKey(31)))
 print(json.dumps(dict(with_compile=with_compile, without_compile=time.perf_counter() - start, final_return=final)))
 """
 
+# Our rows of the same-run comparison: the preset as PureJaxRL runs it (a truncated episode is
+# treated as terminated, so no value pass over the rollout's last observations) and the preset as
+# shipped (bootstrapping from the value of a truncated episode's last observation).
+SAME_RUN_VARIANTS = {
+    "superlearner (truncation as termination, as PureJaxRL)": {"learner.bootstrap_truncation": "false"},
+    "superlearner (preset default: bootstrap at truncation)": {},
+}
+
 # Our side of the same comparison, also in a fresh process so neither side gains from caches.
 _SUPERLEARNER_DRIVER = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import benchmark
-result = benchmark._timed_training({}, repeats=1)
+result = benchmark._timed_training(json.loads(sys.argv[2]), repeats=1)
 print(json.dumps({k: result[k] for k in ("with_compile", "without_compile", "final_return")}))
 """
 
@@ -439,9 +447,11 @@ def _same_run_comparison(purejaxrl_dir: Path, repeats: int) -> tuple[Table, list
     for package in ("gymnax", "distrax"):
         if importlib.util.find_spec(package) is None:
             raise sl.UserError(f"--purejaxrl needs {package} installed (pip install -e '.[bench]')")
-    runs: dict[str, list[dict]] = {"superlearner": [], "PureJaxRL": []}
+    scripts_dir = str(Path(__file__).resolve().parent)
+    runs: dict[str, list[dict]] = {name: [] for name in (*SAME_RUN_VARIANTS, "PureJaxRL")}
     for repeat in range(repeats):
-        runs["superlearner"].append(_run_driver(_SUPERLEARNER_DRIVER, str(Path(__file__).resolve().parent)))
+        for name, overrides in SAME_RUN_VARIANTS.items():
+            runs[name].append(_run_driver(_SUPERLEARNER_DRIVER, scripts_dir, json.dumps(overrides)))
         runs["PureJaxRL"].append(_run_driver(_PUREJAXRL_DRIVER, str(purejaxrl_dir), json.dumps(PUREJAXRL_CONFIG)))
         print(f"  repeat {repeat + 1}: " + ", ".join(
             f"{name} {r[-1]['with_compile']:.2f} / {r[-1]['without_compile']:.2f} s" for name, r in runs.items()), file=sys.stderr)
@@ -457,7 +467,10 @@ def _same_run_comparison(purejaxrl_dir: Path, repeats: int) -> tuple[Table, list
         ["system", "s with compile, each repeat", "best", "s without compile, each repeat", "best",
          "env steps/s (best)", "final train return"], rows)
     notes = [
-        "Same-run comparison: each repeat runs superlearner's cartpole_ppo preset, then PureJaxRL's own "
+        "Same-run comparison: each repeat runs superlearner's cartpole_ppo preset twice (as PureJaxRL "
+        "treats truncation, `--set learner.bootstrap_truncation=false`, which is the same algorithm; "
+        "and as shipped, which also bootstraps truncated episodes from a value pass over the rollout's "
+        "last observations), then PureJaxRL's own "
         "`make_train` from the checkout given with --purejaxrl, each in a fresh Python process. 'With "
         "compile' starts after the imports (PureJaxRL: before `jax.jit(make_train(config))`; ours: before "
         "`make_engine`) and ends when the first whole run is done; 'without' is a second whole run "

@@ -2,6 +2,7 @@
 
     python scripts/curriculum_compare.py [--methods dr plr accel sfl] [--seeds 0 1 2]
                                          [--steps 5000000] [--sampled 1000] [--out DIR]
+                                         [--set KEY=VALUE ...]
 
 Trains the `maze_<method>` presets (identical agent and budget) for every seed, then evaluates
 each agent (actions sampled from its policy, 20 episodes per maze) on the named held-out mazes and on
@@ -23,6 +24,7 @@ import jax
 import numpy as np
 
 from superlearner.agent import load_agent
+from superlearner.checkpoint import latest_checkpoint
 from superlearner.config import load_config
 from superlearner.games_cli import evaluate_named_levels, evaluate_sampled_levels, sample_levels
 from superlearner.trainer import train
@@ -36,7 +38,7 @@ COLUMNS = (("named", "named held-out mazes, mean solve rate"), ("sampled", "samp
 def evaluate_run(run_dir: Path, num_sampled: int, named_episodes: int = 20, seed: int = 11) -> dict:
     """Solve rates with actions sampled from the policy (a memoryless policy acting greedily in a
     partially observed maze walks in circles wherever two places look alike)."""
-    agent = load_agent(run_dir)
+    agent = load_agent(latest_checkpoint(run_dir))
     act = lambda o, m, k: agent.act_batch(o, m, k, greedy=False)  # noqa: E731
     named = evaluate_named_levels(agent.env, act, jax.random.key(seed), agent.env.named_levels(), episodes=named_episodes)
     levels = sample_levels(agent.env, jax.random.key(seed + 1), num_sampled)
@@ -74,6 +76,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None, help="env steps per run (default: the presets' budget)")
     parser.add_argument("--sampled", type=int, default=1000, help="sampled solvable mazes for the CVaR (default 1000)")
     parser.add_argument("--out", type=Path, default=Path("runs/curriculum_compare"), help="where the runs go")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every run (as `superlearner train --set`), repeatable")
     parser.add_argument("--results", type=Path, default=None, help="print the table of these JSON lines and stop")
     args = parser.parse_args()
     if args.results is not None:
@@ -83,7 +87,7 @@ def main() -> int:
     rows = []
     for seed in args.seeds:
         for method in args.methods:
-            overrides = ["log.tensorboard=false", f"train.seed={seed}"]
+            overrides = ["log.tensorboard=false", f"train.seed={seed}", *args.overrides]
             if args.steps is not None:
                 overrides.append(f"train.total_env_steps={args.steps}")
             run_dir = args.out / f"{method}-{seed}"

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from superlearner.agent import load_train_state
+from superlearner.checkpoint import latest_checkpoint
 from superlearner.config import load_config
 from superlearner.evaluate import run_episodes
 from superlearner.logs import read_metrics
@@ -41,7 +42,7 @@ DEFAULT_STEPS = {"pbt": 500_000, "metagrad": 150_000}
 
 def evaluate_members(run_dir: Path, episodes: int, seed: int = 7) -> np.ndarray:
     """float[P]: each member's mean greedy return over ``episodes`` episodes (one compiled call)."""
-    engine, state, _ = load_train_state(run_dir)
+    engine, state, _ = load_train_state(latest_checkpoint(run_dir))
     size = engine.config.train.population_size
     params = state.learner.params
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from superlearner.agent import load_agent
+from superlearner.checkpoint import latest_checkpoint
 from superlearner.config import load_config
 from superlearner.evaluate import run_episodes
 from superlearner.trainer import train
@@ -32,7 +33,7 @@ T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 
 
 def evaluate_over_bins(run_dir: Path, episodes_per_bin: int = 50, seed: int = 7) -> np.ndarray:
     """float[bins]: greedy success rate at the centre of each of the preset's length bins."""
-    agent = load_agent(run_dir)
+    agent = load_agent(latest_checkpoint(run_dir))
     cc = agent.config.curriculum
     width = (cc.lp_high - cc.lp_low) / cc.lp_bins
     centres = cc.lp_low + width * (np.arange(cc.lp_bins) + 0.5)

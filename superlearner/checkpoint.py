@@ -10,7 +10,7 @@ A checkpoint is a step folder under ``<run>/checkpoints/`` holding two items:
 
 Writes are atomic (orbax writes a temporary folder and renames it) and asynchronous (training
 continues while arrays are written). The latest N periodic checkpoints and the best one by
-evaluation return are kept. A checkpoint that is incomplete, of another structure, or of other
+the trainer's score (`superlearner.trainer.checkpoint_score`) are kept. A checkpoint that is incomplete, of another structure, or of other
 shapes is refused with `CheckpointError`; nothing is loaded silently wrong.
 """
 
@@ -69,6 +69,10 @@ def unflatten_state(template: Any, arrays: dict[str, Any], where: str) -> Any:
     return jax.tree.unflatten(treedef, leaves)
 
 
+def _score(metrics: dict) -> float:
+    return metrics["score"]
+
+
 class Checkpointer:
     """Periodic, final and best checkpoints of one run directory."""
 
@@ -80,12 +84,16 @@ class Checkpointer:
         policy = cm.AnyPreservationPolicy(
             [
                 cm.LatestN(keep),
-                cm.BestN(get_metric_fn=lambda m: m["score"], n=1, keep_checkpoints_without_metrics=False),
+                cm.BestN(get_metric_fn=_score, n=1, keep_checkpoints_without_metrics=False),
             ]
         )
         options = ocp.CheckpointManagerOptions(
             enable_async_checkpointing=asynchronous,
             preservation_policy=policy,
+            # Without best_fn orbax neither writes the scores nor reads them back, and a reopened
+            # run's "best" would silently be its latest checkpoint.
+            best_fn=_score,
+            best_mode="max",
             create=not read_only,
             read_only=read_only,
             cleanup_tmp_directories=not read_only,
@@ -197,6 +205,15 @@ def read_metadata(step_dir: str | Path) -> dict:
             f"(this version reads format {FORMAT_VERSION})"
         )
     return metadata
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path:
+    """The folder of a run's latest checkpoint: what a comparison at equal env steps evaluates
+    (a run directory alone loads its best checkpoint, which may be an earlier one)."""
+    step = Checkpointer(run_dir, read_only=True).latest_step()
+    if step is None:
+        raise CheckpointError(f"{run_dir}: the run has no checkpoint yet")
+    return Path(run_dir).resolve() / CHECKPOINT_DIR / str(step)
 
 
 def locate(path: str | Path) -> tuple[Path, int]:

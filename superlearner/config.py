@@ -52,7 +52,7 @@ class LearnerConfig:
     activation: Literal["tanh", "relu"] = field("tanh", "hidden activation")
     anneal_lr: bool = field(True, "linearly anneal the learning rate to zero over the run")
     update_rule: Literal["ppo_clip", "dpo", "learned", "switch"] = field("ppo_clip", "policy update rule (drift function); learned: a drift network, see update_rule_file; switch: all three in one program, a traced index per member picks one (meta.kind=bandit with meta.arms.update_rule)")
-    update_rule_file: str = field("", "update_rule=learned: .npz file of the drift network's weights (superlearner.discovery writes one; empty: start at PPO-clip)")
+    update_rule_file: str = field("", "update_rule=learned: .npz file of the drift network's weights (superlearner.discovery writes one; empty: start at PPO-clip); relative to the YAML file's folder when written there, to the working directory on the command line")
     normalize_advantages: bool = field(True, "normalise advantages per minibatch")
     clip_value_loss: bool = field(True, "clip the value loss like the policy ratio")
     bootstrap_truncation: bool = field(True, "bootstrap from the value of the last observation when an episode is truncated")
@@ -153,6 +153,8 @@ class CurriculumConfig:
     temperature: float = field(0.3, "prioritisation temperature (adaptable)", low=1e-3, high=100.0)
     staleness_coef: float = field(0.3, "mix of staleness into replay probabilities (adaptable)", low=0.0, high=1.0)
     fresh_ratio: float = field(0.5, "SFL: share of fresh levels in each batch (adaptable)", low=0.0, high=1.0)
+    sfl_prior: float = field(0.5, "SFL: pseudo-successes and pseudo-failures added to a level's measured episodes (a Beta prior), so one or two episodes never measure a success rate of exactly 0 or 1", low=0.0, high=100.0)
+    sfl_memory: float = field(0.5, "SFL: weight a replayed level's stored success rate keeps against its new measurement (0 = the latest rollout only)", low=0.0, high=0.99)
     lp_field: str = field("length", "lp: the field of the env's params the teacher varies (e.g. cartpole's pole half-length)")
     lp_low: float = field(0.1, "lp: lowest value of that field")
     lp_high: float = field(2.0, "lp: highest value of that field")
@@ -293,7 +295,11 @@ def resolve_preset(name_or_path: str) -> Path:
 
 
 def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Reads a preset and applies ``KEY=VALUE`` overrides (dotted keys, YAML values)."""
+    """Reads a preset and applies ``KEY=VALUE`` overrides (dotted keys, YAML values).
+
+    File fields (`FILE_FIELDS`) come back absolute, so the run directory's copy of the config
+    works from any folder.
+    """
     path = resolve_preset(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -303,8 +309,25 @@ def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) 
         raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of config sections")
-    raw = apply_overrides(raw, overrides, source=str(path))
+    raw = _files_relative_to(raw, path.parent)
+    raw = _files_relative_to(apply_overrides(raw, overrides, source=str(path)), Path.cwd())
     return config_from_dict(raw, source=str(path))
+
+
+# Config fields that name a file: a relative path written in a YAML file is relative to that
+# file's folder (so a preset can ship its files next to it); on the command line, to the
+# working directory.
+FILE_FIELDS = (("learner", "update_rule_file"),)
+
+
+def _files_relative_to(raw: dict, folder: Path) -> dict:
+    raw = _deep_copy(raw)
+    for section, key in FILE_FIELDS:
+        node = raw.get(section)
+        value = node.get(key) if isinstance(node, dict) else None
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            node[key] = str((folder / value).resolve())
+    return raw
 
 
 def apply_overrides(raw: dict, overrides, source: str = "--set") -> dict:

@@ -332,6 +332,35 @@ def episode_success_rate(success_t: Array, done_t: Array) -> tuple[Array, Array]
     return rate.astype(jnp.float32), count
 
 
+def smoothed_success_rate(
+    rate: Array, count: Array, stored: Array, indices: Array, prior: float, memory: float
+) -> Array:
+    """SFL's success estimate of each env's level: the rollout's episodes under a Beta prior,
+    averaged with what the buffer already holds for a replayed level.
+
+    One rollout of a maze level holds one or two episodes, so the raw rate is 0 or 1 and its
+    learnability ``p (1 - p)`` is 0 whatever the level's true rate; the prior keeps the estimate
+    off the ends, and the memory accumulates evidence across replays.
+
+    Args:
+      rate: float[B], measured success rate (NaN: no episode finished).
+      count: int[B], episodes finished.
+      stored: float[C], the buffer's success rates.
+      indices: int32[B], each env's buffer slot (negative: a fresh level).
+      prior: pseudo-successes and pseudo-failures added to the count.
+      memory: weight of the stored rate for a replayed level.
+
+    Returns:
+      float[B], NaN where no episode finished.
+    """
+    count = jnp.asarray(count, jnp.float32)
+    wins = jnp.where(count > 0, rate, 0.0) * count
+    measured = jnp.where(count > 0, (wins + prior) / (count + 2.0 * prior), jnp.nan)
+    old = stored[jnp.clip(indices, 0, stored.shape[0] - 1)]
+    replayed = (indices >= 0) & jnp.isfinite(old)
+    return jnp.where(replayed & (count > 0), memory * old + (1.0 - memory) * measured, measured).astype(jnp.float32)
+
+
 def learnability(success_rate: Array) -> Array:
     """``p (1 - p)``: highest for levels solved half the time (Rutherford et al. 2024). Any shape."""
     p = jnp.asarray(success_rate, jnp.float32)

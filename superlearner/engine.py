@@ -242,7 +242,7 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
             metrics.update(teacher_metrics)
         if sampler is not None:
             learner_state = tree_select(batch.train, new_learner_state, learner_state)
-            buffer, curriculum_metrics = score_levels(sampler, buffer, batch, rollout, hparams, config.curriculum.score)
+            buffer, curriculum_metrics = score_levels(sampler, buffer, batch, rollout, hparams, config.curriculum)
             curriculum = dict(curriculum, buffer=buffer)
             metrics.update(curriculum_metrics)
         else:
@@ -495,22 +495,25 @@ def make_teacher(config: ExperimentConfig, env: Env) -> Teacher | None:
     return Teacher(init=lp.init, draw=draw, observe=observe)
 
 
-def score_levels(sampler, buffer, batch, rollout, hparams: PPOHparams, score_kind: str):
+def score_levels(sampler, buffer, batch, rollout, hparams: PPOHparams, curriculum_config):
     """Scores each env's level from its rollout and folds the scores into the buffer."""
     from superlearner.curriculum import (
         combined_max_returns, episode_success_rate, learnability, max_episode_return, max_mc,
-        positive_value_loss,
+        positive_value_loss, smoothed_success_rate,
     )
     from superlearner.learners.ppo import rollout_batch
 
     advantage = rollout_batch(rollout, hparams.gamma, hparams.gae_lambda)["advantage"]
     done = 1.0 - rollout.continue_
     success = (rollout.reward > 0) & (done > 0)
-    rate, _ = jax.vmap(episode_success_rate, in_axes=1)(success, done)
+    measured, count = jax.vmap(episode_success_rate, in_axes=1)(success, done)
+    rate = measured
     best = combined_max_returns(buffer, batch.indices, jax.vmap(max_episode_return, in_axes=1)(rollout.reward, done))
     if sampler.kind == "sfl":
+        rate = smoothed_success_rate(measured, count, buffer.success_rates, batch.indices,
+                                     curriculum_config.sfl_prior, curriculum_config.sfl_memory)
         scores = learnability(rate)
-    elif score_kind == "maxmc":
+    elif curriculum_config.score == "maxmc":
         scores = jax.vmap(max_mc, in_axes=(1, 1, 0))(rollout.value, done, best)
     else:
         scores = jax.vmap(positive_value_loss, in_axes=1)(advantage, done)
@@ -521,7 +524,7 @@ def score_levels(sampler, buffer, batch, rollout, hparams: PPOHparams, score_kin
         "curriculum_train": batch.train.astype(jnp.float32),
         "curriculum_buffer_size": buffer.size.astype(jnp.float32),
         "curriculum_score": jnp.where(finite, scores, 0.0).sum() / jnp.maximum(finite.sum(), 1),
-        "curriculum_solve_rate": jnp.nanmean(jnp.where(jnp.isfinite(rate), rate, jnp.nan)),
+        "curriculum_solve_rate": jnp.nanmean(measured),
     }
     return buffer, metrics
 

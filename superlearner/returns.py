@@ -13,7 +13,7 @@ def generalized_advantage_estimation(
     discount_t: jax.Array,
     continue_t: jax.Array,
     lambda_: jax.Array,
-    unroll: int = 16,
+    unroll: int = 4,
 ) -> jax.Array:
     """GAE advantages (Schulman et al. 2016, "High-Dimensional Continuous Control Using GAE").
 
@@ -26,8 +26,10 @@ def generalized_advantage_estimation(
       continue_t: float[T], 0 where an episode ended after t (terminated or truncated), else 1:
         advantages do not flow across episode boundaries.
       lambda_: float[], the GAE lambda (traced).
-      unroll: time steps per iteration of the compiled backward loop (static; XLA's per-iteration
-        overhead dominates this cheap recursion on CPU).
+      unroll: time steps per iteration of the compiled backward loop (static). XLA's
+        per-iteration overhead dominates this cheap recursion on CPU, but every unrolled step
+        is more program to compile: 4 compiled cartpole_ppo's chunk about 1 s faster than 16
+        with the same run time.
 
     Returns:
       float[T] advantages; value targets are ``advantages + v_t``.

@@ -136,6 +136,30 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
+
+def checkpoint_score(metrics: dict, strength: dict | None, has_probe: bool) -> float | None:
+    """The score that ranks a checkpoint for "best" (higher is better), or None (not ranked).
+
+    With fixed anchors to measure against (self-play with an arena), the score is the strength
+    measured at this very checkpoint: the best member's mean score over the anchors, or minus
+    the lowest exploitability for kuhn poker. A checkpoint saved between two measurements is not
+    ranked, since a score against the agent's own league says nothing of its strength. Without
+    anchors, the mean recent training return; learners without one (alphazero) rank nothing.
+    """
+    if has_probe:
+        if strength is None:
+            return None
+        if "exploitability_league" in strength:
+            score = -float(np.min(strength["exploitability_league"]))
+        else:
+            per_anchor = [np.asarray(v, np.float64) for k, v in strength.items() if k.startswith("vs_")]
+            score = float(np.max(np.mean(per_anchor, axis=0))) if per_anchor else math.nan
+    else:
+        returns = metrics.get("episode_return")
+        score = float(np.nanmean(returns)) if returns is not None else math.nan
+    return score if math.isfinite(score) else None
+
+
 def train(
     config: ExperimentConfig,
     run_dir: str | Path,
@@ -326,11 +350,13 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
                 last = int(np.flatnonzero(valid)[-1])
                 last_metrics = {name: np.asarray(values[last]).tolist() for name, values in metrics.items()}
                 finished = iteration >= engine.num_iterations
+                strength = None
                 if probe is not None and (chunks_done % config.arena.every_chunks == 0 or finished):
                     # The probe reads members one by one: in a multi-host job it gets them whole.
                     probed = state.replace(learner=gather(state.learner), league=gather(state.league)) if multi else state
                     # Keyed by iteration, so a resumed run measures with the same randomness.
-                    last_metrics.update(probe.measure(probed, jax.random.fold_in(probe_key, iteration)))
+                    strength = probe.measure(probed, jax.random.fold_in(probe_key, iteration))
+                    last_metrics.update(strength)
                 if level_probe is not None and (chunks_done % config.curriculum.probe_every_chunks == 0 or finished):
                     probed = state.replace(learner=gather(state.learner), curriculum=gather(state.curriculum)) if multi else state
                     last_metrics.update(level_probe.measure(probed, jax.random.fold_in(probe_key, iteration), iteration))
@@ -348,13 +374,11 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
                 due = chunks_done % config.train.checkpoint_every_chunks == 0
                 out_of_chunks = max_chunks is not None and chunks_done >= max_chunks
                 if finished or due or stop_now or out_of_chunks:
-                    # Learners without a training return (alphazero) rank no best checkpoint.
-                    returns = last_metrics.get("episode_return")
-                    score = float(np.nanmean(returns)) if returns is not None else math.nan
+                    score = checkpoint_score(last_metrics, strength, probe is not None)
                     try:
                         checkpointer.save(
                             iteration, snapshot(state), checkpoint_metadata(engine, iteration, wall_time()),
-                            score=score if math.isfinite(score) else None,
+                            score=score,
                         )
                     except Exception as error:
                         if multi and distributed.is_peer_failure(error):

@@ -482,6 +482,24 @@ def test_learnability_success_rate_ema_and_learning_progress():
     np.testing.assert_allclose(progress, [0.3, 0.5], rtol=1e-6)
 
 
+def test_sfl_smoothed_success_rate_hand_computed():
+    # Env 0: fresh, 1 win of 1 episode -> (1 + 0.5) / (1 + 1) = 0.75 (not 1, so learnability > 0).
+    # Env 1: fresh, 0 of 2 -> 0.5 / 3. Env 2: replayed slot 1 (stored 0.4), 1 of 1 -> 0.5 * 0.4
+    # + 0.5 * 0.75 = 0.575. Env 3: replayed slot 0 (stored NaN: never measured) -> 0.75.
+    # Env 4: replayed, no episode finished -> NaN (no measurement).
+    rate = jnp.array([1.0, 0.0, 1.0, 1.0, jnp.nan])
+    count = jnp.array([1, 2, 1, 1, 0])
+    stored = jnp.array([jnp.nan, 0.4, 0.9])
+    indices = jnp.array([-1, -1, 1, 0, 2])
+    smoothed = jax.jit(cur.smoothed_success_rate, static_argnums=(4, 5))(rate, count, stored, indices, 0.5, 0.5)
+    np.testing.assert_allclose(smoothed[:4], [0.75, 0.5 / 3, 0.575, 0.75], rtol=1e-6)
+    assert np.isnan(float(smoothed[4]))
+    # A single 0/1 episode never scores zero learnability; without the prior it does.
+    assert float(cur.learnability(smoothed[0])) == 0.1875
+    raw = cur.smoothed_success_rate(rate, count, stored, indices, 0.0, 0.0)
+    np.testing.assert_allclose(raw[:4], [1.0, 0.0, 1.0, 1.0])
+
+
 # ------------------------------------------------------------------------------------------------
 # The learning-progress teacher.
 

@@ -13,7 +13,7 @@ from superlearner.checkpoint import Checkpointer
 from superlearner.config import config_from_dict
 from superlearner.errors import CheckpointError, UserError
 from superlearner.logs import read_metrics
-from superlearner.trainer import NonFiniteError, resume, train
+from superlearner.trainer import NonFiniteError, checkpoint_score, resume, train
 
 TINY = {
     "name": "tiny",
@@ -139,3 +139,38 @@ def test_non_finite_losses_stop_the_run_and_keep_the_last_checkpoint(tmp_path):
     if steps:  # whatever was saved before the NaN is readable and finite
         _, state, _ = load_train_state(run_dir / "checkpoints" / str(max(steps)))
         assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.learner.params))
+
+
+def test_checkpoint_score_ranks_self_play_by_anchor_strength_not_league_score():
+    # Single-agent (no arena probe): the mean recent training return.
+    assert checkpoint_score({"episode_return": [400.0, 500.0]}, None, has_probe=False) == 450.0
+    assert checkpoint_score({}, None, has_probe=False) is None  # alphazero: nothing to rank by
+    # Self-play with anchors: the best member's mean over anchors, measured at this checkpoint;
+    # the league score (episode_return) is ignored.
+    strength = {"vs_random": [0.9, 1.0], "vs_minimax:2": [0.3, 0.1], "lost_vs_random": [0.1, 0.0]}
+    assert checkpoint_score({"episode_return": [0.99]}, strength, has_probe=True) == pytest.approx(0.6)
+    # Saved between two measurements: not ranked.
+    assert checkpoint_score({"episode_return": [0.99]}, None, has_probe=True) is None
+    # Kuhn poker: lower exploitability ranks higher.
+    kuhn = {"exploitability": [0.3], "exploitability_league": [0.04]}
+    assert checkpoint_score({}, kuhn, has_probe=True) == pytest.approx(-0.04)
+
+
+def test_the_best_checkpoint_is_found_again_after_reopening_and_resuming(tmp_path):
+    """The best score is written with the checkpoint: a reopened run (eval, resume) finds the
+    best one, not the latest, and a resumed run keeps it against later, worse checkpoints."""
+    import jax.numpy as jnp
+
+    checkpointer = Checkpointer(tmp_path, keep=2, asynchronous=False)
+    for step, score in [(1, 0.5), (2, 0.9), (3, 0.1), (4, None), (5, 0.2)]:
+        checkpointer.save(step, {"x": jnp.full(3, step)}, {"a": 1}, score=score)
+    checkpointer.close()
+    reopened = Checkpointer(tmp_path, read_only=True)
+    assert reopened.steps() == [2, 4, 5] and reopened.best_step() == 2
+    reopened.close()
+    resumed = Checkpointer(tmp_path, keep=2, asynchronous=False)
+    for step, score in [(6, 0.3), (7, 0.4), (8, None)]:
+        resumed.save(step, {"x": jnp.full(3, step)}, {"a": 1}, score=score)
+    resumed.close()
+    final = Checkpointer(tmp_path, read_only=True)
+    assert final.steps() == [2, 7, 8] and final.best_step() == 2

@@ -153,3 +153,26 @@ def test_a_rule_file_loads_into_any_preset_through_the_config():
     for name, value in weights.items():
         for member in range(2):
             np.testing.assert_array_equal(np.asarray(state.learner.meta_params[name][member]), value)
+
+
+def test_rule_file_paths_are_relative_to_the_yaml_file_or_the_working_directory(tmp_path, monkeypatch):
+    """A relative rule file in a YAML file is found next to that file; on the command line, in
+    the working directory; either way the resolved config holds an absolute path."""
+    from superlearner.config import load_config
+
+    (tmp_path / "presets" / "rules").mkdir(parents=True)
+    path = save_rule_file(tmp_path / "presets" / "rules" / "mine.npz", init_learned_meta_params())
+    preset = tmp_path / "presets" / "learned.yaml"
+    preset.write_text("env:\n  id: cartpole\nlearner:\n  update_rule: learned\n  update_rule_file: rules/mine.npz\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config(str(preset))
+    assert config.learner.update_rule_file == str(path.resolve())
+    validate_semantics(config)
+    monkeypatch.chdir(tmp_path / "presets")
+    config = load_config(str(preset), ["learner.update_rule_file=rules/mine.npz"])
+    assert config.learner.update_rule_file == str(path.resolve())
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(ConfigError, match="no such update-rule file"):
+        validate_semantics(load_config(str(preset), ["learner.update_rule_file=rules/mine.npz"]))
