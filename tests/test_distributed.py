@@ -235,10 +235,14 @@ def test_two_processes_train_one_run_that_agrees_with_one_process(one_device_run
 
 def test_a_killed_process_stops_the_other_with_one_line(tmp_path, subprocess_env):
     run_dir = tmp_path / "killed"
-    survivor, victim = _launch(tmp_path, _with_devices(subprocess_env, 2), run_dir, _free_port())
-    # Process 0 writes the config once both processes have met (a collective over gloo).
-    deadline = time.monotonic() + 120
-    while not (run_dir / "config.yaml").exists():
+    # A run long enough to be still training when the peer is killed.
+    survivor, victim = _launch(tmp_path, _with_devices(subprocess_env, 2), run_dir, _free_port(),
+                               extra=("--set", "train.total_env_steps=1000000"))
+    # The first log line: both processes have compiled and are in the training loop, where
+    # every chunk runs collectives over gloo. (A peer lost while the other is still compiling
+    # is seen by XLA's coordination service first, which ends the process with its own message.)
+    deadline = time.monotonic() + 180
+    while not ((run_dir / "metrics.jsonl").exists() and (run_dir / "metrics.jsonl").read_text().strip()):
         if time.monotonic() > deadline or survivor.poll() is not None:
             victim.kill()
             survivor.kill()
