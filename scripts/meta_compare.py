@@ -92,23 +92,22 @@ def run_one(study: str, variant: str, seed: int, steps: int, out: Path, episodes
     )
 
 
+# Each study's table: (column header, the run field averaged over seeds).
+TABLE_COLUMNS = {
+    "pbt": [("population mean (greedy)", "greedy_mean"), ("median member", "greedy_median"),
+            ("best member", "greedy_best"), ("training return, end", "train_return_final")],
+    "metagrad": [("greedy return, end", "greedy_mean"), ("training return, end", "train_return_final"),
+                 ("training return, mean over the run", "train_return_over_run")],
+}
+
+
 def table(study: str, runs: list[dict]) -> str:
-    variants = list(VARIANTS[study])
-    by_variant = {v: [r for r in runs if r["variant"] == v] for v in variants}
-    if study == "pbt":
-        rows = ["| variant | seeds | population mean (greedy) | median member | best member | training return, end |",
-                "|---|---:|---:|---:|---:|---:|"]
-        for v in variants:
-            rs = by_variant[v]
-            rows.append(f"| {v} | {len(rs)} | {cell([r['greedy_mean'] for r in rs])} | {cell([r['greedy_median'] for r in rs])} "
-                        f"| {cell([r['greedy_best'] for r in rs])} | {cell([r['train_return_final'] for r in rs])} |")
-    else:
-        rows = ["| variant | seeds | greedy return, end | training return, end | training return, mean over the run |",
-                "|---|---:|---:|---:|---:|"]
-        for v in variants:
-            rs = by_variant[v]
-            rows.append(f"| {v} | {len(rs)} | {cell([r['greedy_mean'] for r in rs])} | {cell([r['train_return_final'] for r in rs])} "
-                        f"| {cell([r['train_return_over_run'] for r in rs])} |")
+    columns = TABLE_COLUMNS[study]
+    rows = ["| variant | seeds | " + " | ".join(header for header, _ in columns) + " |",
+            "|---|---:|" + "---:|" * len(columns)]
+    for variant in VARIANTS[study]:
+        rs = [r for r in runs if r["variant"] == variant]
+        rows.append(f"| {variant} | {len(rs)} | " + " | ".join(cell([r[key] for r in rs]) for _, key in columns) + " |")
     return "\n".join(rows)
 
 

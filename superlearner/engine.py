@@ -286,17 +286,7 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
 
     member_iteration = self_play_iteration if self_play else single_agent_iteration
 
-    if size == 1:
-        # A batch axis of one still turns every matmul into a batched one, which XLA's CPU
-        # backend runs markedly slower; a single member runs unbatched.
-        def population_iteration(*args):
-            *members, iteration = args
-            outputs = member_iteration(*jax.tree.map(lambda x: x[0], members), iteration)
-            return jax.tree.map(lambda x: x[None], outputs)
-    else:
-        # Members map to the mesh's `pop` axis: a sharding constraint inside a member's code
-        # (`superlearner.distributed.split_over_data`) then keeps the population split.
-        population_iteration = jax.vmap(member_iteration, in_axes=(0,) * 8 + (None,), spmd_axis_name="pop")
+    population_iteration = map_population(member_iteration, size, num_shared=1)
 
     controller = make_meta_controller(config, env, learner)
 
@@ -333,6 +323,30 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         num_iterations=num_iterations,
         env_steps_per_iteration=num_envs * num_steps,
     )
+
+
+def map_population(member_fn: Callable, size: int, num_shared: int = 0) -> Callable:
+    """``member_fn`` over a population of ``size``: every argument but the last ``num_shared``
+    has a leading member axis, and so does every output.
+
+    Members map to the mesh's `pop` axis: a sharding constraint inside a member's code
+    (`superlearner.distributed.split_over_data`) then keeps the population split. A single
+    member runs unbatched: a batch axis of one still turns every matmul and convolution into a
+    batched one, which XLA's CPU backend runs markedly slower.
+    """
+    if size > 1:
+        def mapped(*args):
+            in_axes = (0,) * (len(args) - num_shared) + (None,) * num_shared
+            return jax.vmap(member_fn, in_axes=in_axes, spmd_axis_name="pop")(*args)
+
+        return mapped
+
+    def unbatched(*args):
+        cut = len(args) - num_shared
+        members = jax.tree.map(lambda x: x[0], args[:cut])
+        return jax.tree.map(lambda x: x[None], member_fn(*members, *args[cut:]))
+
+    return unbatched
 
 
 def make_train_chunk(init: Callable, iteration: Callable, num_iterations: int) -> tuple[Callable, Callable]:

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from superlearner.config import ExperimentConfig
-from superlearner.engine import Engine, TrainState, make_train_chunk
+from superlearner.engine import Engine, TrainState, make_train_chunk, map_population
 from superlearner.env import Env
 from superlearner.errors import ConfigError
 from superlearner.learners.alphazero import (
@@ -116,13 +116,7 @@ def make_alphazero_engine(config: ExperimentConfig, env: Env | None = None) -> E
         learner_state, metrics = learner.iteration(learner_state, hparams, iteration_key)
         return learner_state, jax.random.key_data(key), metrics
 
-    if size == 1:
-        # As in `make_engine`: a batch axis of one slows XLA's CPU convolutions; run unbatched.
-        def population_iteration(*members):
-            outputs = member_iteration(*jax.tree.map(lambda x: x[0], members))
-            return jax.tree.map(lambda x: x[None], outputs)
-    else:
-        population_iteration = jax.vmap(member_iteration, spmd_axis_name="pop")
+    population_iteration = map_population(member_iteration, size)
 
     def iteration(state: TrainState) -> tuple[TrainState, dict]:
         learner_state, rng, metrics = population_iteration(state.learner, state.hparams, state.rng)
