@@ -54,7 +54,7 @@ from superlearner.meta import (
     to_unconstrained,
 )
 from superlearner.learners.ppo import rollout_batch
-from superlearner.networks import Torso
+from superlearner.networks import Torso, orthogonal
 from superlearner.returns import generalized_advantage_estimation
 
 ADAM_B2 = 0.999  # the learner's Adam (optax.scale_by_adam's default)
@@ -122,7 +122,7 @@ class OuterCritic(nnx.Module):
     def __init__(self, observation_shape, hidden_sizes: Sequence[int], *, rngs: nnx.Rngs):
         self.torso = Torso(observation_shape, kind="mlp", hidden_sizes=hidden_sizes, conv_channels=(),
                            activation="tanh", rngs=rngs)
-        self.head = nnx.Linear(self.torso.output_size, 1, kernel_init=nnx.initializers.orthogonal(1.0), rngs=rngs)
+        self.head = nnx.Linear(self.torso.output_size, 1, kernel_init=orthogonal(1.0), rngs=rngs)
 
     def __call__(self, observation: jax.Array) -> jax.Array:
         return self.head(self.torso(observation))[..., 0]
