@@ -2,13 +2,18 @@
 
     python scripts/meta_compare.py pbt [--seeds 0 1 2] [--steps 500000] [--out DIR]
     python scripts/meta_compare.py metagrad [--seeds 0 1 2] [--steps 150000] [--out DIR]
+    python scripts/meta_compare.py selfplay [--seeds 0 1 2] [--steps 500000] [--out DIR]
 
 ``pbt``: the `cartpole_pbt` preset (8 members, learning rates log-uniform in [1e-5, 1e-1]) and
 `cartpole_population` (the same start without adaptation). ``metagrad``: `cartpole_metagrad`
 (online meta-gradients from cartpole_ppo's hyperparameters) and the same run with
 ``meta.kind=none`` (the fixed starting hyperparameters). Every member of every final state is
-evaluated greedily (``--episodes`` episodes each); the script prints one JSON line per run and
-a markdown table with means and 95% confidence intervals (Student t) over seeds.
+evaluated greedily (``--episodes`` episodes each). ``selfplay``: `connect_four_pbt` (8 self-play
+members ranked by their score against the arena anchors) and `connect_four_population` (the
+same start without adaptation); every member of every final state plays 400 greedy games
+against each anchor, and the member with the best mean score is each run's best. The script
+prints one JSON line per run and a markdown table with means and 95% confidence intervals
+(Student t) over seeds.
 """
 
 from __future__ import annotations
@@ -36,8 +41,33 @@ T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 
 VARIANTS = {
     "pbt": {"pbt": ("cartpole_pbt", []), "no adaptation": ("cartpole_population", [])},
     "metagrad": {"metagrad": ("cartpole_metagrad", []), "fixed": ("cartpole_metagrad", ["meta.kind=none"])},
+    "selfplay": {"pbt": ("connect_four_pbt", []), "no adaptation": ("connect_four_population", [])},
 }
-DEFAULT_STEPS = {"pbt": 500_000, "metagrad": 150_000}
+DEFAULT_STEPS = {"pbt": 500_000, "metagrad": 150_000, "selfplay": 500_000}
+ANCHOR_GAMES = 400  # per member and anchor in the final measurement of a self-play study
+
+
+def anchor_scores(run_dir: Path, games: int = ANCHOR_GAMES, seed: int = 7) -> dict[str, np.ndarray]:
+    """Each member's greedy score (win 1, draw 1/2) against every arena anchor of the run, over
+    ``games`` games half in each seat, opened as the arena opens them: ``{spec: float[P]}``."""
+    from superlearner.anchors import make_anchor
+    from superlearner.arena import from_anchor, from_policy, make_match_fn
+
+    engine, state, _ = load_train_state(latest_checkpoint(run_dir))
+    arena = engine.config.arena
+    out = {}
+    for index, spec in enumerate(arena.anchors):
+        anchor = from_anchor(make_anchor(engine.env, spec))
+
+        def score(params, key, anchor=anchor):
+            me = from_policy(engine.learner.policy, params, greedy=True)
+            returns, _ = make_match_fn(engine.env, me, anchor, games, arena.opening_moves)(key)
+            return jnp.mean(jnp.where(returns > 0, 1.0, jnp.where(returns < 0, 0.0, 0.5)))
+
+        size = engine.config.train.population_size
+        keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), index), size)
+        out[spec] = np.asarray(jax.jit(jax.vmap(score))(state.learner.params, keys))
+    return out
 
 
 def evaluate_members(run_dir: Path, episodes: int, seed: int = 7) -> np.ndarray:
@@ -63,9 +93,9 @@ def mean_ci(values) -> tuple[float, float]:
     return float(values.mean()), T95.get(values.size - 1, 1.96) * float(values.std(ddof=1)) / math.sqrt(values.size)
 
 
-def cell(values) -> str:
+def cell(values, digits: int = 1) -> str:
     mean, half = mean_ci(values)
-    return f"{mean:.1f} ± {half:.1f}" if math.isfinite(half) else f"{mean:.1f}"
+    return f"{mean:.{digits}f} ± {half:.{digits}f}" if math.isfinite(half) else f"{mean:.{digits}f}"
 
 
 def run_one(study: str, variant: str, seed: int, steps: int, out: Path, episodes: int) -> dict:
@@ -76,13 +106,24 @@ def run_one(study: str, variant: str, seed: int, steps: int, out: Path, episodes
     start = time.perf_counter()
     result = train(load_config(preset, overrides), run_dir, show_progress=False)
     wall = time.perf_counter() - start
-    greedy = evaluate_members(run_dir, episodes)
     records = read_metrics(run_dir)
+    final_hparams = {k: np.round(np.asarray(v, np.float64), 6).tolist() for k, v in records[-1]["hparams"].items()
+                     if k in ("learning_rate", "ent_coef", "gamma", "gae_lambda")}
+    if study == "selfplay":
+        scores = anchor_scores(run_dir)
+        mean = np.mean(list(scores.values()), axis=0)  # per member, over anchors
+        best = int(np.argmax(mean))
+        return dict(
+            study=study, variant=variant, seed=seed, env_steps=result.env_steps, wall_s=round(wall, 1),
+            anchor_mean_per_member=np.round(mean, 4).tolist(), best_member=best, best_anchor_mean=float(mean[best]),
+            median_anchor_mean=float(np.median(mean)),
+            **{f"best_vs_{spec}": float(values[best]) for spec, values in scores.items()},
+            final_hparams=final_hparams,
+        )
+    greedy = evaluate_members(run_dir, episodes)
     # The logged training return (the stochastic policy), averaged over members and over every
     # chunk of the run: higher means it learned sooner.
     curve = [float(np.mean(r["metrics"]["episode_return"])) for r in records]
-    final_hparams = {k: np.round(np.asarray(v, np.float64), 6).tolist() for k, v in records[-1]["hparams"].items()
-                     if k in ("learning_rate", "ent_coef", "gamma", "gae_lambda")}
     return dict(
         study=study, variant=variant, seed=seed, env_steps=result.env_steps, wall_s=round(wall, 1),
         greedy_per_member=np.round(greedy, 1).tolist(), greedy_mean=float(greedy.mean()),
@@ -98,16 +139,20 @@ TABLE_COLUMNS = {
             ("best member", "greedy_best"), ("training return, end", "train_return_final")],
     "metagrad": [("greedy return, end", "greedy_mean"), ("training return, end", "train_return_final"),
                  ("training return, mean over the run", "train_return_over_run")],
+    "selfplay": [("best member, mean score over the anchors", "best_anchor_mean"),
+                 ("best member vs random", "best_vs_random"), ("best member vs minimax:2", "best_vs_minimax:2"),
+                 ("median member, mean over the anchors", "median_anchor_mean")],
 }
 
 
 def table(study: str, runs: list[dict]) -> str:
     columns = TABLE_COLUMNS[study]
+    digits = 3 if study == "selfplay" else 1  # scores in [0, 1] against returns in the hundreds
     rows = ["| variant | seeds | " + " | ".join(header for header, _ in columns) + " |",
             "|---|---:|" + "---:|" * len(columns)]
     for variant in VARIANTS[study]:
         rs = [r for r in runs if r["variant"] == variant]
-        rows.append(f"| {variant} | {len(rs)} | " + " | ".join(cell([r[key] for r in rs]) for _, key in columns) + " |")
+        rows.append(f"| {variant} | {len(rs)} | " + " | ".join(cell([r[key] for r in rs], digits) for _, key in columns) + " |")
     return "\n".join(rows)
 
 

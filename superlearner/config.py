@@ -202,6 +202,8 @@ class MetaConfig:
     perturb_factor: float = field(1.25, "explore multiplies (or divides) a copied value by this", low=1.0, high=10.0)
     resample_probability: float = field(0.0, "probability that explore resamples a value instead", low=0.0, high=1.0)
     progress_window: int = field(5, "iterations of recent return averaged into the fitness", low=1)
+    progress: Literal["return", "anchors"] = field("return", "PBT fitness and bandit reward: return (recent mean training return) or anchors (self-play: mean score in games against arena.anchors, played inside the train chunk when a step is due)")
+    progress_games: int = field(64, "progress=anchors: games per anchor and member at each measurement, half in each seat", low=2)
     arms: dict = field(dict, "bandit: {field: [value per arm]}, a PPO hyperparameter or update_rule: [ppo_clip, dpo, learned] (needs learner.update_rule=switch)")
     bandit_window: int = field(20, "bandit: rewards (progress changes between pulls) each member remembers", low=1)
     bandit_exploration: float = field(1.0, "bandit: UCB exploration coefficient, in units of the return", low=0.0)
@@ -526,6 +528,11 @@ def validate_semantics(config: ExperimentConfig, source: str = "config") -> None
             raise ConfigError(f"{source}: meta.init_low and meta.init_high must name the same hyperparameters")
         if meta.kind == "pbt" and size < 2:
             raise ConfigError(f"{source}: meta.kind={meta.kind} needs train.population_size >= 2, got {size}")
+    if meta.progress == "anchors":
+        if meta.kind not in ("pbt", "bandit"):
+            raise ConfigError(f"{source}: meta.progress=anchors is the fitness of meta.kind pbt or bandit, got meta.kind={meta.kind}")
+        if not config.arena.anchors:
+            raise ConfigError(f"{source}: meta.progress=anchors plays arena.anchors, which is empty; name at least one (e.g. [random, minimax:2])")
     league = config.league
     if league.meta_solver == "nash" and league.payoff_games < 2:
         raise ConfigError(

@@ -289,6 +289,20 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
     population_iteration = map_population(member_iteration, size, num_shared=1)
 
     controller = make_meta_controller(config, env, learner)
+    anchor_progress = None
+    if config.meta.progress == "anchors":
+        if not self_play:
+            from superlearner.errors import ConfigError
+
+            raise ConfigError(
+                f"meta.progress=anchors plays games against arena.anchors, which needs a two-player game; "
+                f"env {env.id!r} has one player: use meta.progress=return"
+            )
+        from superlearner.arena import make_anchor_progress
+
+        anchor_progress = make_anchor_progress(
+            env, learner.policy, config.arena.anchors, config.meta.progress_games, config.arena.opening_moves
+        )
 
     def iteration(state: TrainState) -> tuple[TrainState, dict]:
         learner_state, env_state, env_params, stats, league, curriculum, rng, metrics = population_iteration(
@@ -308,7 +322,9 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
                 # The meta-gradient differentiates through an update from the parameters that
                 # collected the rollout: the state before this iteration's update.
                 batch = MetaGradBatch(learner=state.learner, rollout=rollout)
-            new_state, meta_metrics = meta_step(controller, new_state, metrics["episode_return"], batch, config)
+            new_state, meta_metrics = meta_step(
+                controller, new_state, metrics["episode_return"], batch, config, anchor_progress
+            )
             metrics.update(meta_metrics)
         return new_state, metrics
 
@@ -605,11 +621,16 @@ def init_meta(config: ExperimentConfig, key: jax.Array, controller=None, hparams
     }
 
 
-def meta_step(controller, state: TrainState, episode_return: jax.Array, batch=None, config: ExperimentConfig | None = None):
+def meta_step(
+    controller, state: TrainState, episode_return: jax.Array, batch=None, config: ExperimentConfig | None = None,
+    anchor_progress: Callable | None = None,
+):
     """One meta-controller call across the population (outside the per-member vmap).
 
-    ``batch`` (a `superlearner.metagrad.MetaGradBatch`) is the meta-gradient's progress signal;
-    other controllers read the recent mean return.
+    ``batch`` (a `superlearner.metagrad.MetaGradBatch`) is the meta-gradient's progress signal.
+    With ``anchor_progress`` (`superlearner.arena.make_anchor_progress`) the controller's fitness
+    is the members' score against the fixed anchors, measured only when a step is due; other
+    controllers read the recent mean return.
     """
     from superlearner.meta import PopulationState, gather_members, push_returns, recent_mean
 
@@ -618,6 +639,9 @@ def meta_step(controller, state: TrainState, episode_return: jax.Array, batch=No
     returns = push_returns(meta["returns"], episode_return)
     population = PopulationState(learner=state.learner, hparams=state.hparams, rng=state.rng)
     progress = recent_mean(returns) if batch is None else batch
+    if anchor_progress is not None:
+        params, measure_key = state.learner.params, jax.random.fold_in(step_key, 1)
+        progress = lambda: anchor_progress(params, measure_key)  # noqa: E731
     ctrl, population, events = controller.update(meta["controller"], population, progress, step_key)
     if not hasattr(events, "parent"):  # a bandit or meta-gradient step copies nobody
         from superlearner.meta_config import controller_metrics

@@ -389,14 +389,20 @@ class PopulationState:
     rng: jax.Array
 
 
+Progress = jax.Array | Callable[[], jax.Array]
+
+
 class MetaController(NamedTuple):
     """A meta-controller's pure functions (made by `make_pbt`, `make_sw_ucb`, and
     `superlearner.metagrad.make_metagrad`, whose ``progress`` is a batch of experience).
 
     Attributes:
       init: ``(population_size, key) -> ctrl_state``.
-      update: ``(ctrl_state, population, progress[P], key) -> (ctrl_state, population, events)``;
+      update: ``(ctrl_state, population, progress, key) -> (ctrl_state, population, events)``;
         call once per training iteration; a no-op (bit for bit) when no step is due.
+        ``progress`` is float32[P], or (PBT, bandit) a zero-argument function returning it,
+        called only when a step is due: a costly measurement such as games against fixed
+        anchors then runs once per generation, not once per iteration.
     """
 
     init: Callable[[int, jax.Array], Any]
@@ -434,6 +440,12 @@ def _fork_rng(rng: jax.Array, parent: jax.Array, replaced: jax.Array) -> jax.Arr
     return jax.random.wrap_key_data(data, impl=impl) if typed else data
 
 
+def _measure(progress: Progress) -> jax.Array:
+    """``progress`` as float32[P]; a measuring function is called here, so a controller calls
+    this inside the branch of a due step and the measurement runs only then."""
+    return jnp.asarray(progress() if callable(progress) else progress, jnp.float32)
+
+
 def _check_int(owner: str, name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise UserError(f"{owner}: {name}={value!r} must be an integer >= {low}")
@@ -449,10 +461,11 @@ def _check_float(owner: str, name: str, value: Any, low: float, high: float, low
     return float(value)
 
 
-def _population_axis(owner: str, state_members: jax.Array, progress: jax.Array) -> int:
-    if jnp.ndim(progress) != 1:
-        raise UserError(f"{owner}: progress must have shape [P], got {jnp.shape(progress)}")
-    size = jnp.shape(progress)[0]
+def _population_axis(owner: str, state_members: jax.Array, progress: Progress) -> int:
+    shape = jax.eval_shape(progress).shape if callable(progress) else jnp.shape(progress)
+    if len(shape) != 1:
+        raise UserError(f"{owner}: progress must have shape [P], got {shape}")
+    size = shape[0]
     if state_members.shape[0] != size:
         raise UserError(
             f"{owner}: the controller state was made for {state_members.shape[0]} members, "
@@ -584,18 +597,18 @@ def make_pbt(
         )
 
     def update(
-        state: PBTState, population: PopulationState, progress: jax.Array, key: jax.Array
+        state: PBTState, population: PopulationState, progress: Progress, key: jax.Array
     ) -> tuple[PBTState, PopulationState, PBTEvents]:
         """One call per training iteration; see `make_pbt`.
 
         Args:
           state: `PBTState` for P members.
           population: `PopulationState`, leading axis P.
-          progress: float[P], fitness (higher is better), e.g. recent normalised return.
+          progress: float[P], fitness (higher is better), e.g. recent normalised return; or
+            a function returning it, called only at a generation step.
           key: consumed once.
         """
         size = _population_axis(owner, state.iterations_since_exploit, progress)
-        progress = jnp.asarray(progress, jnp.float32)
         num_selected = num_truncated(size, truncation_fraction)
         members = jnp.arange(size, dtype=jnp.int32)
         since = state.iterations_since_exploit + 1
@@ -605,7 +618,7 @@ def make_pbt(
 
         def generation(population):
             parent, replaced = truncation_selection(
-                selection_key, progress, since >= ready_iterations, num_selected
+                selection_key, _measure(progress), since >= ready_iterations, num_selected
             )
             hparams = gather_members(population.hparams, parent)
             explored = explore_hparams(explore_key, hparams, specs, perturb_factor, resample_probability)
@@ -773,7 +786,7 @@ def make_sw_ucb(
         return _replace_fields(hparams, values)
 
     def update(
-        state: SWUCBState, population: PopulationState, progress: jax.Array, key: jax.Array
+        state: SWUCBState, population: PopulationState, progress: Progress, key: jax.Array
     ) -> tuple[SWUCBState, PopulationState, SWUCBEvents]:
         """One call per training iteration; see `make_sw_ucb`.
 
@@ -781,16 +794,17 @@ def make_sw_ucb(
           state: `SWUCBState` for P members.
           population: `PopulationState`; only ``hparams`` is changed (or what ``apply_fn``
             writes).
-          progress: float[P], a progress signal whose change rewards the arm in use.
+          progress: float[P], a progress signal whose change rewards the arm in use; or a
+            function returning it, called only at a pull.
           key: consumed once.
         """
         size = _population_axis(owner, state.current_arm, progress)
-        progress = jnp.asarray(progress, jnp.float32)
         due = state.num_calls % pull_interval == 0
 
         def pull(population):
+            progress_now = _measure(progress)
             credited = state.current_arm[0] >= 0  # members pull together: all or none
-            reward = jnp.where(credited, progress - state.progress_at_pull, 0.0)
+            reward = jnp.where(credited, progress_now - state.progress_at_pull, 0.0)
             slot = state.num_rewards % window
             arm_history = jnp.where(
                 credited, state.arm_history.at[:, slot].set(state.current_arm), state.arm_history
@@ -806,7 +820,7 @@ def make_sw_ucb(
                 population = population.replace(hparams=apply_arm(population.hparams, arm))
             else:
                 population = apply_fn(population, arm)
-            return population, arm_history, reward_history, num_rewards, arm, progress, reward
+            return population, arm_history, reward_history, num_rewards, arm, progress_now, reward
 
         def wait(population):
             return (

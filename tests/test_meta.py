@@ -297,6 +297,33 @@ def test_no_member_is_exploited_before_it_is_ready():
     np.testing.assert_array_equal(state.iterations_since_exploit, [2, 12, 12, 12])
 
 
+def test_a_measured_progress_runs_only_at_due_steps_and_acts_like_the_array():
+    """A zero-argument progress (games against anchors, say) is measured at generation steps and
+    pulls only, inside the compiled update, and then decides exactly what the array would."""
+    size = 4
+    values = jnp.asarray([3.0, 0.0, 2.0, 1.0])
+    measured = []
+
+    def progress():
+        jax.debug.callback(lambda: measured.append(1))
+        return values
+
+    for controller in (make_pbt(ready_iterations=3), make_sw_ucb({"gamma": [0.9, 0.99]}, window=4, pull_interval=3)):
+        measured.clear()
+        update_array = jax.jit(controller.update)
+        update_measured = jax.jit(lambda s, p, k, c=controller: c.update(s, p, progress, k))
+        state_a = state_m = controller.init(size, jax.random.key(0))
+        pop_a = pop_m = population(size)
+        for call in range(7):
+            key = jax.random.key(call)
+            state_a, pop_a, events_a = update_array(state_a, pop_a, values, key)
+            state_m, pop_m, events_m = update_measured(state_m, pop_m, key)
+            jax.block_until_ready(events_m)
+            assert_tree_equal((state_a, pop_a, events_a), (state_m, pop_m, events_m))
+        # PBT is due at calls 3 and 6; the bandit pulls at calls 1, 4 and 7.
+        assert len(measured) == (2 if isinstance(state_a, PBTState) else 3)
+
+
 def test_lineage_ring_records_the_last_generations():
     size = 4
     pbt = make_pbt((), ready_iterations=0, interval=1, lineage_length=3)

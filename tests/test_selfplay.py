@@ -161,3 +161,40 @@ def test_tic_tac_toe_self_play_learns_to_beat_random_and_hold_perfect_play(tmp_p
     strength = {k: v for k, v in metrics.items() if k.startswith(("vs_", "lost_vs_"))}
     assert metrics["vs_random"][0] > 0.8, strength
     assert metrics["lost_vs_perfect"][0] < 0.8, strength
+
+
+@pytest.mark.slow
+def test_pbt_in_self_play_ranks_members_by_their_score_against_the_anchors():
+    """Two members, one that can hardly learn (step size 1e-7): each scores about one half
+    against its own league, so the training return cannot tell them apart. Ranked by games
+    against the random anchor, the first generation must replace the weak member with a copy
+    of the trained one (weights, and its step size, which explore does not touch here)."""
+    from superlearner.engine import initial_state
+
+    overrides = [
+        "train.population_size=2", "hparams.learning_rate=[1e-7, 3e-3]", "learner.anneal_lr=false",
+        "learner.num_envs=64", "meta.kind=pbt", "meta.adapt=[ent_coef]", "meta.progress=anchors",
+        "meta.progress_games=128", "meta.interval=20", "meta.ready_iterations=20",
+        "meta.truncation_fraction=0.5", "arena.anchors=[random]", "train.total_env_steps=100000",
+    ]
+    engine = make_engine(load_config("tic_tac_toe_selfplay", overrides))
+    state, metrics = jax.jit(engine.train_chunk, static_argnums=1)(initial_state(engine, 0), 20)
+    np.testing.assert_array_equal(np.asarray(metrics["meta_exploited"])[-1], [1.0, 0.0])
+    np.testing.assert_array_equal(np.asarray(metrics["meta_exploited"])[:-1], 0.0)  # one generation
+    np.testing.assert_allclose(np.asarray(state.hparams.learning_rate), [3e-3, 3e-3])
+    for leaf in jax.tree.leaves(state.learner.params):
+        np.testing.assert_array_equal(np.asarray(leaf[0]), np.asarray(leaf[1]))
+
+
+def test_anchor_progress_needs_a_two_player_game_and_anchors():
+    from superlearner.config import validate_semantics
+    from superlearner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="two-player game"):
+        make_engine(load_config("cartpole_pbt", ["meta.progress=anchors"]))
+    pbt = ["meta.kind=pbt", "train.population_size=2", "meta.progress=anchors"]
+    with pytest.raises(ConfigError, match="arena.anchors, which is empty"):
+        validate_semantics(load_config("tic_tac_toe_selfplay", [*pbt, "arena.anchors=[]"]))
+    with pytest.raises(ConfigError, match="meta.kind pbt or bandit"):
+        validate_semantics(load_config("tic_tac_toe_selfplay", ["meta.progress=anchors"]))
+    validate_semantics(load_config("tic_tac_toe_selfplay", pbt))
