@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from superlearner.agent import load_train_state
@@ -51,20 +50,17 @@ def anchor_scores(run_dir: Path, games: int = ANCHOR_GAMES, seed: int = 7) -> di
     """Each member's greedy score (win 1, draw 1/2) against every arena anchor of the run, over
     ``games`` games half in each seat, opened as the arena opens them: ``{spec: float[P]}``."""
     from superlearner.anchors import make_anchor
-    from superlearner.arena import from_anchor, from_policy, make_match_fn
+    from superlearner.arena import from_anchor, greedy_score
 
     engine, state, _ = load_train_state(latest_checkpoint(run_dir))
-    arena = engine.config.arena
+    arena, size = engine.config.arena, engine.config.train.population_size
     out = {}
     for index, spec in enumerate(arena.anchors):
         anchor = from_anchor(make_anchor(engine.env, spec))
 
         def score(params, key, anchor=anchor):
-            me = from_policy(engine.learner.policy, params, greedy=True)
-            returns, _ = make_match_fn(engine.env, me, anchor, games, arena.opening_moves)(key)
-            return jnp.mean(jnp.where(returns > 0, 1.0, jnp.where(returns < 0, 0.0, 0.5)))
+            return greedy_score(engine.env, engine.learner.policy, params, anchor, games, arena.opening_moves, key)
 
-        size = engine.config.train.population_size
         keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), index), size)
         out[spec] = np.asarray(jax.jit(jax.vmap(score))(state.learner.params, keys))
     return out

@@ -267,12 +267,21 @@ def kuhn_league_policy(snapshot_probabilities: np.ndarray, league) -> np.ndarray
 # Strength against fixed anchors during training.
 
 
+def greedy_score(env: Env, policy_fn, params, anchor: BatchedPlayer, games: int, opening_moves: int, key) -> jax.Array:
+    """float32[]: the mean score (win 1, draw 1/2) of ``params`` playing greedily over ``games``
+    games against ``anchor``, half in each seat. Traceable (vmap it over members)."""
+    from superlearner.selfplay import outcome_score
+
+    me = from_policy(policy_fn, params, greedy=True)
+    returns, _ = make_match_fn(env, me, anchor, games, opening_moves)(key)
+    return jnp.mean(outcome_score(returns))
+
+
 def make_anchor_progress(env: Env, policy_fn, anchors, games: int, opening_moves: int = 0) -> Callable:
-    """A pure ``(params[P], key) -> float32[P]``: each member's mean score (win 1, draw 1/2) over
-    ``games`` greedy games against each of ``anchors`` (specs, e.g. ``["random", "minimax:2"]``),
-    half in each seat. It traces inside a train chunk: the meta-controller's fitness in self-play,
-    where the training return (a score against the member's own league) says nothing about how
-    members compare.
+    """A pure ``(params[P], key) -> float32[P]``: each member's `greedy_score` averaged over
+    ``anchors`` (specs, e.g. ``["random", "minimax:2"]``). It traces inside a train chunk: the
+    meta-controller's fitness in self-play, where the training return (a score against the
+    member's own league) says nothing about how members compare.
     """
     from superlearner.anchors import make_anchor
 
@@ -280,12 +289,11 @@ def make_anchor_progress(env: Env, policy_fn, anchors, games: int, opening_moves
     players = [from_anchor(make_anchor(env, spec)) for spec in anchors]
 
     def member(params, key):
-        me = from_policy(policy_fn, params, greedy=True)
-        scores = []
-        for anchor, anchor_key in zip(players, jax.random.split(key, len(players))):
-            returns, _ = make_match_fn(env, me, anchor, games, opening_moves)(anchor_key)
-            scores.append(jnp.mean(jnp.where(returns > 0, 1.0, jnp.where(returns < 0, 0.0, 0.5))))
-        return jnp.mean(jnp.stack(scores))
+        keys = jax.random.split(key, len(players))
+        return jnp.mean(jnp.stack([
+            greedy_score(env, policy_fn, params, anchor, games, opening_moves, anchor_key)
+            for anchor, anchor_key in zip(players, keys)
+        ]))
 
     def progress(params, key):
         size = jax.tree.leaves(params)[0].shape[0]

@@ -638,10 +638,13 @@ def meta_step(
     key, step_key = jax.random.split(jax.random.wrap_key_data(meta["rng"]))
     returns = push_returns(meta["returns"], episode_return)
     population = PopulationState(learner=state.learner, hparams=state.hparams, rng=state.rng)
-    progress = recent_mean(returns) if batch is None else batch
     if anchor_progress is not None:
         params, measure_key = state.learner.params, jax.random.fold_in(step_key, 1)
         progress = lambda: anchor_progress(params, measure_key)  # noqa: E731
+    elif batch is not None:
+        progress = batch
+    else:
+        progress = recent_mean(returns)
     ctrl, population, events = controller.update(meta["controller"], population, progress, step_key)
     if not hasattr(events, "parent"):  # a bandit or meta-gradient step copies nobody
         from superlearner.meta_config import controller_metrics

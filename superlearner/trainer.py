@@ -136,7 +136,6 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-
 def checkpoint_score(metrics: dict, strength: dict | None, has_probe: bool) -> float | None:
     """The score that ranks a checkpoint for "best" (higher is better), or None (not ranked).
 
