@@ -569,6 +569,15 @@ CURRICULUM_PRESETS = ("maze_dr", "maze_plr", "maze_accel", "maze_sfl")
 JAXUED_REFERENCE = {"maze_dr": "4.4k", "maze_plr": "5.4k-6.0k"}
 
 
+def describe_policy(lc) -> str:
+    """The network of a learner config in words, e.g. "64x64 MLP and a 32-unit LSTM"."""
+    torso = "x".join(map(str, lc.hidden_sizes)) + (" conv+MLP" if lc.network == "conv" else " MLP")
+    if lc.memory == "none":
+        return torso
+    length = lc.sequence_length or lc.num_steps
+    return f"{torso} and a {lc.memory_size}-unit LSTM, {length}-step sequences"
+
+
 def bench_curriculum(args: argparse.Namespace) -> Report:
     results = {preset: _chunk_throughput(preset, {}, args.iterations, args.repeats) for preset in args.presets}
     base = results.get("maze_dr")
@@ -581,8 +590,8 @@ def bench_curriculum(args: argparse.Namespace) -> Report:
     lc = next(iter(results.values()))["config"].learner
     notes = [
         f"Timed: one compiled chunk of {args.iterations} iterations ({lc.num_envs} envs x {lc.num_steps} steps, "
-        f"the presets' MLP policy), compile excluded, best of {args.repeats}; the wall time per iteration "
-        "includes the sampler, level scoring and buffer updates.",
+        f"the presets' policy: {describe_policy(lc)}), compile excluded, best of {args.repeats}; the wall time "
+        "per iteration includes the sampler, level scoring and buffer updates.",
         "Overhead is the extra wall time per env step against domain randomisation (maze_dr) in this run.",
         "JaxUED column: reference figures for its maze examples (32 envs, a convolutional LSTM policy) "
         "on this machine class, not rerun here; the policies differ.",

@@ -39,7 +39,7 @@ def evaluate_run(run_dir: Path, num_sampled: int, named_episodes: int = 20, seed
     """Solve rates with actions sampled from the policy (a memoryless policy acting greedily in a
     partially observed maze walks in circles wherever two places look alike)."""
     agent = load_agent(latest_checkpoint(run_dir))
-    act = lambda o, m, k: agent.act_batch(o, m, k, greedy=False)  # noqa: E731
+    act = agent.episode_act_fn(greedy=False)
     named = evaluate_named_levels(agent.env, act, jax.random.key(seed), agent.env.named_levels(), episodes=named_episodes)
     levels = sample_levels(agent.env, jax.random.key(seed + 1), num_sampled)
     sampled = evaluate_sampled_levels(agent.env, act, jax.random.key(seed + 2), levels)

@@ -47,6 +47,13 @@ class Agent:
         learner = self.engine.learner
         self._policy = jax.jit(learner.policy)
         self._searches = {}
+        self.recurrent = bool(getattr(learner, "recurrent", False))
+        if self.recurrent:
+            self._step = jax.jit(
+                lambda params, carry, observation, mask, key, greedy: learner.step(params, carry, observation, mask, key, greedy=greedy),
+                static_argnums=5,
+            )
+            self._carry = None  # `act`'s memory of the episode in progress
         if self.config.learner.kind == "alphazero":
 
             def act_batch(params, observation, mask, key, greedy):
@@ -79,10 +86,33 @@ class Agent:
 
         return policy_kind(learner.policy, greedy)
 
+    def episode_act_fn(self, greedy: bool | None = None):
+        """The agent's policy for `superlearner.evaluate.run_episodes`: a plain act_fn, or a
+        `RecurrentActFn` when the policy has memory."""
+        from superlearner.evaluate import RecurrentActFn
+
+        greedy = self.greedy if greedy is None else greedy
+        if self.recurrent:
+            def step(observation, mask, key, carry):
+                carry, action, _, _ = self._step(self.params, carry, observation, mask, key, greedy)
+                return action, carry
+
+            return RecurrentActFn(initial_carry=self.engine.learner.initial_carry, step=step)
+        return lambda observation, mask, key: self.act_batch(observation, mask, key, greedy)
+
     def act(self, key: jax.Array, state: State, greedy: bool | None = None) -> jax.Array:
         """int32[]: the action for one unbatched env ``state`` (its current player's view);
-        chosen by search when ``num_simulations > 0``."""
+        chosen by search when ``num_simulations > 0``. A recurrent policy remembers the calls
+        since the episode's first state (``step_count`` 0), so give the states of one episode
+        in order."""
         greedy = self.greedy if greedy is None else greedy
+        if self.recurrent:
+            if self._carry is None or int(state.step_count) == 0:
+                self._carry = self.engine.learner.initial_carry(1)
+            self._carry, action, _, _ = self._step(
+                self.params, self._carry, state.observation[None], state.legal_action_mask[None], key, greedy
+            )
+            return action[0]
         if self.num_simulations > 0:
             which = (self.num_simulations, greedy)
             if which not in self._searches:
@@ -92,14 +122,27 @@ class Agent:
         return action[0]
 
     def act_batch(self, observation, legal_action_mask, key, greedy: bool | None = None) -> jax.Array:
-        """int32[B]: actions for a batch of observations ``[B, ...]`` and masks ``[B, A]``."""
+        """int32[B]: actions for a batch of observations ``[B, ...]`` and masks ``[B, A]``
+        (feed-forward policies; a recurrent one acts through `episode_act_fn` or `act`)."""
         greedy = self.greedy if greedy is None else greedy
+        self._memoryless("act_batch")
         return self._act(self.params, observation, legal_action_mask, key, greedy)
 
     def policy(self, state: State) -> np.ndarray:
-        """float[A]: action probabilities for one unbatched state."""
+        """float[A]: action probabilities for one unbatched state (feed-forward policies)."""
+        self._memoryless("policy")
         logits, _ = self._policy(self.params, state.observation[None], state.legal_action_mask[None])
         return np.asarray(jax.nn.softmax(logits[0]))
+
+
+    def _memoryless(self, what: str) -> None:
+        if self.recurrent:
+            from superlearner.errors import UserError
+
+            raise UserError(
+                f"Agent.{what}: this agent's policy has memory (learner.memory={self.config.learner.memory}); "
+                "use Agent.act for one episode's states in order, or Agent.episode_act_fn for batches of episodes"
+            )
 
 
 def load_train_state(path: str | Path) -> tuple[Engine, TrainState, dict]:

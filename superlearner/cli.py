@@ -199,10 +199,7 @@ def _evaluate(path, episodes: int, seed: int, greedy: bool):
     agent = load_agent(path, greedy=greedy)
     if agent.env.num_players != 1:
         raise UserError(f"{agent.env.id} is a {agent.env.num_players}-player game; use --opponent for games")
-    returns = run_episodes(
-        agent.env, lambda obs, mask, key: agent.act_batch(obs, mask, key, greedy=greedy),
-        jax.random.key(seed), episodes,
-    )
+    returns = run_episodes(agent.env, agent.episode_act_fn(greedy), jax.random.key(seed), episodes)
     return summarize(agent.env, returns)
 
 

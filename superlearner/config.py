@@ -57,6 +57,9 @@ class LearnerConfig:
     clip_value_loss: bool = field(True, "clip the value loss like the policy ratio")
     bootstrap_truncation: bool = field(True, "bootstrap from the value of the last observation when an episode is truncated")
     compute_dtype: Literal["float32", "bfloat16"] = field("float32", "dtype of the network's matmuls and convolutions (bfloat16 pays on GPU/TPU; parameters, optimizer state and losses stay float32)")
+    memory: Literal["none", "lstm"] = field("none", "policy memory: none (feed-forward), or lstm (an LSTM after the torso, for partially observed envs; one-player envs, PPO)")
+    memory_size: int = field(128, "memory=lstm: units of the LSTM", low=1)
+    sequence_length: int = field(0, "memory=lstm: steps per sequence the update replays from its stored carry (must divide num_steps; 0: the whole rollout)", low=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -497,6 +500,26 @@ def _check_range(source, key, value, low, high):
         raise ConfigError(f"{source}: {key}={value!r} is out of range; accepted {lo}..{hi}")
 
 
+def _validate_memory(config: ExperimentConfig, source: str) -> None:
+    """A recurrent policy's settings: sequences that tile the rollout, and no feature that needs a
+    memoryless policy."""
+    lc = config.learner
+    length = lc.sequence_length or lc.num_steps
+    if lc.num_steps % length:
+        raise ConfigError(
+            f"{source}: learner.sequence_length={lc.sequence_length} must divide learner.num_steps={lc.num_steps} "
+            "(0: the whole rollout)"
+        )
+    sequences = lc.num_envs * (lc.num_steps // length)
+    if sequences % lc.num_minibatches:
+        raise ConfigError(
+            f"{source}: with learner.memory={lc.memory} a minibatch holds whole sequences: learner.num_minibatches="
+            f"{lc.num_minibatches} must divide num_envs * num_steps / sequence_length = {sequences}"
+        )
+    if config.meta.kind == "metagrad":
+        raise ConfigError(f"{source}: meta.kind=metagrad needs a feed-forward policy; learner.memory={lc.memory} is recurrent (use none)")
+
+
 def validate_semantics(config: ExperimentConfig, source: str = "config") -> None:
     """Checks that span fields (divisibility, population-sized lists)."""
     if config.learner.kind == "alphazero":
@@ -509,6 +532,8 @@ def validate_semantics(config: ExperimentConfig, source: str = "config") -> None
             f"{source}: learner.num_minibatches={config.learner.num_minibatches} must divide "
             f"num_envs * num_steps = {batch}"
         )
+    if config.learner.memory != "none":
+        _validate_memory(config, source)
     if config.learner.update_rule_file:
         from superlearner.update_rules import make_update_rule
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from superlearner.errors import UserError
-from superlearner.evaluate import play_episodes
+from superlearner.evaluate import learner_act_fn, play_episodes
 
 GALLERY_DIR = "curriculum"
 
@@ -57,13 +57,10 @@ class CurriculumProbe:
                 lambda *xs: jnp.repeat(jnp.stack([jnp.asarray(x) for x in xs]), self.episodes, axis=0),
                 *[named[n] for n in self.names],
             )
-            policy = engine.learner.policy
+            learner = engine.learner
 
             def heldout(params, key):
-                def act(observation, mask, act_key):
-                    logits, _ = policy(params, observation, mask)
-                    return jax.random.categorical(act_key, logits, axis=-1).astype(jnp.int32)
-
+                act = learner_act_fn(learner, params, greedy=False)
                 return play_episodes(env, act, key, num, levels, params_batched=True)
 
             self._heldout = jax.jit(jax.vmap(heldout, in_axes=(0, None)))

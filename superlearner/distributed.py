@@ -163,7 +163,7 @@ def train_state_shardings(state: Any, mesh: Mesh, population_size: int, num_envs
     """A NamedSharding for every leaf of a TrainState (arrays or `jax.ShapeDtypeStruct`s).
 
     * learner, hparams, rng, league, curriculum: ``[P, ...]`` split over ``pop``;
-    * env_state, env_params, episode_stats: ``[P, N, ...]`` split over ``pop`` and ``data``
+    * env_state, env_params, episode_stats, policy_carry: ``[P, N, ...]`` split over ``pop`` and ``data``
       (leaves without an env axis, e.g. self-play statistics ``[P]``, over ``pop`` only);
     * iteration and the meta-controller's state (it compares members): replicated.
     """
@@ -189,6 +189,7 @@ def train_state_shardings(state: Any, mesh: Mesh, population_size: int, num_envs
         env_state=jax.tree.map(env, state.env_state),
         env_params=jax.tree.map(env, state.env_params),
         episode_stats=jax.tree.map(env, state.episode_stats),
+        policy_carry=jax.tree.map(env, state.policy_carry),
         rng=jax.tree.map(member, state.rng),
         iteration=jax.tree.map(whole, state.iteration),
         league=jax.tree.map(member, state.league),

@@ -42,6 +42,8 @@ class TrainState:
       league: self-play league state (empty when unused).
       curriculum: level-sampler buffer (empty when unused).
       meta: meta-controller state (empty when unused).
+      policy_carry: a recurrent policy's carry per member and env, zero where an episode
+        starts (empty for feed-forward policies).
     """
 
     learner: LearnerState
@@ -54,6 +56,7 @@ class TrainState:
     league: Any = struct.field(default_factory=dict)
     curriculum: Any = struct.field(default_factory=dict)
     meta: Any = struct.field(default_factory=dict)
+    policy_carry: Any = struct.field(default_factory=dict)
 
 
 class Engine(NamedTuple):
@@ -86,6 +89,9 @@ def make_learner(config: ExperimentConfig, env: Env) -> PPO:
         normalize_advantages=lc.normalize_advantages,
         clip_value_loss=lc.clip_value_loss,
         compute_dtype=lc.compute_dtype,
+        memory=lc.memory,
+        memory_size=lc.memory_size,
+        sequence_length=lc.sequence_length,
     )
 
 
@@ -135,6 +141,13 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         raise ConfigError(
             f"env {env.id!r} has {env.num_players} players and is not two-player zero-sum; "
             "the engine trains one-player tasks and two-player zero-sum games"
+        )
+    if config.learner.memory != "none" and self_play:
+        from superlearner.errors import ConfigError
+
+        raise ConfigError(
+            f"learner.memory={config.learner.memory}: recurrent policies train one-player envs; {env.id!r} is a "
+            "two-player game (use memory=none)"
         )
     learner = make_learner(config, env)
     sampler = make_sampler(config, env)
@@ -191,6 +204,9 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
                 "buffer": jax.vmap(lambda _: sampler.init(example))(jnp.arange(size)),
                 "hparams": initial_curriculum_hparams(config),
             }
+        policy_carry = {}
+        if learner.recurrent:
+            policy_carry = jax.tree.map(lambda x: jnp.broadcast_to(x, (size,) + x.shape), learner.initial_carry(num_envs))
         hparams = initial_hparams(config)
         meta = {}
         if config.meta.init_low:
@@ -208,9 +224,10 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
             iteration=jnp.int32(0),
             league=league,
             curriculum=curriculum,
+            policy_carry=policy_carry,
         )
 
-    def single_agent_iteration(learner_state, hparams, env_state, env_params, stats, league, curriculum, rng, iteration):
+    def single_agent_iteration(learner_state, hparams, env_state, env_params, stats, policy_carry, league, curriculum, rng, iteration):
         key = jax.random.wrap_key_data(rng)
         key, rollout_key, update_key, level_key, reset_key = jax.random.split(key, 5)
         if sampler is not None:
@@ -219,22 +236,26 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
             buffer, batch = sampler.next_levels(curriculum["buffer"], level_key, curriculum["hparams"])
             env_params = batch.levels
             env_state = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs), env_params)
+            if learner.recurrent:
+                policy_carry = learner.initial_carry(num_envs)
+        recurrent = dict(carry=policy_carry) if learner.recurrent else {}
         if teacher is not None:
             # Where an episode ends, the next one plays a level the teacher draws now; its
             # outcome then updates that level's bin.
             next_bins, next_levels = teacher.draw(level_key, curriculum["teacher"], curriculum["hparams"], num_steps * num_envs)
             next_bins = next_bins.reshape(num_steps, num_envs)
             next_levels = jax.tree.map(lambda x: x.reshape((num_steps, num_envs) + x.shape[1:]), next_levels)
-            env_state, stats, rollout, env_params, finished = collect_single_agent(
+            env_state, stats, rollout, env_params, finished, *policy_carry = collect_single_agent(
                 env, learner, learner_state.params, env_state, stats, env_params, rollout_key,
-                num_steps, lc.bootstrap_truncation, reset_params=next_levels,
+                num_steps, lc.bootstrap_truncation, reset_params=next_levels, **recurrent,
             )
             curriculum, teacher_metrics = teacher.observe(curriculum, next_bins, finished)
         else:
-            env_state, stats, rollout = collect_single_agent(
+            env_state, stats, rollout, *policy_carry = collect_single_agent(
                 env, learner, learner_state.params, env_state, stats, env_params, rollout_key,
-                num_steps, lc.bootstrap_truncation,
+                num_steps, lc.bootstrap_truncation, **recurrent,
             )
+        policy_carry = policy_carry[0] if learner.recurrent else {}
         new_learner_state, metrics = learner.update(learner_state, rollout, hparams, update_key)
         if config.meta.kind == "metagrad":
             metrics[META_ROLLOUT] = rollout  # for the meta-gradient step; `iteration` takes it out
@@ -252,9 +273,9 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         metrics["episode_return"] = jnp.where(finished, stats.last_return[:, 0], 0.0).sum() / num_finished
         metrics["episode_length"] = jnp.where(finished, stats.last_length, 0).sum() / num_finished
         metrics["episodes"] = stats.num_episodes.sum().astype(jnp.float32)
-        return learner_state, env_state, env_params, stats, league, curriculum, jax.random.key_data(key), metrics
+        return learner_state, env_state, env_params, stats, policy_carry, league, curriculum, jax.random.key_data(key), metrics
 
-    def self_play_iteration(learner_state, hparams, matches, env_params, stats, league, curriculum, rng, iteration):
+    def self_play_iteration(learner_state, hparams, matches, env_params, stats, policy_carry, league, curriculum, rng, iteration):
         from superlearner.league import league_score, maybe_add_snapshot, meta_entropy
         from superlearner.selfplay import collect_self_play, make_payoff_fn
 
@@ -282,7 +303,7 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         metrics["league_size"] = jnp.minimum(league.num_added, league.capacity).astype(jnp.float32)
         metrics["league_score"] = league_score(league)
         metrics["league_meta_entropy"] = meta_entropy(league)
-        return learner_state, matches, env_params, stats, league, curriculum, jax.random.key_data(key), metrics
+        return learner_state, matches, env_params, stats, policy_carry, league, curriculum, jax.random.key_data(key), metrics
 
     member_iteration = self_play_iteration if self_play else single_agent_iteration
 
@@ -305,12 +326,12 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         )
 
     def iteration(state: TrainState) -> tuple[TrainState, dict]:
-        learner_state, env_state, env_params, stats, league, curriculum, rng, metrics = population_iteration(
-            state.learner, state.hparams, state.env_state, state.env_params, state.episode_stats,
+        learner_state, env_state, env_params, stats, policy_carry, league, curriculum, rng, metrics = population_iteration(
+            state.learner, state.hparams, state.env_state, state.env_params, state.episode_stats, state.policy_carry,
             state.league, state.curriculum, state.rng, state.iteration,
         )
         new_state = state.replace(
-            learner=learner_state, env_state=env_state, env_params=env_params, episode_stats=stats,
+            learner=learner_state, env_state=env_state, env_params=env_params, episode_stats=stats, policy_carry=policy_carry,
             league=league, curriculum=curriculum, rng=rng, iteration=state.iteration + 1,
         )
         rollout = metrics.pop(META_ROLLOUT, None)

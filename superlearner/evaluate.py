@@ -1,10 +1,14 @@
-"""Evaluation of single-agent policies: mean return and success rate with 95% intervals."""
+"""Evaluation of single-agent policies: mean return and success rate with 95% intervals.
+
+A policy is given as an ``act_fn(observation[B, ...], legal_action_mask[B, A], key) ->
+action[B]``, or, for a policy with memory, as a `RecurrentActFn` whose carry the episodes keep.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +59,34 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return p, max(0.0, centre - half), min(1.0, centre + half)
 
 
+class RecurrentActFn(NamedTuple):
+    """A policy with memory for `run_episodes` / `play_episodes`.
+
+    ``initial_carry(batch) -> carry`` is the memory of a fresh episode for ``batch`` episodes;
+    ``step(observation[B, ...], legal_action_mask[B, A], key, carry) -> (action[B], carry)``.
+    """
+
+    initial_carry: Callable[[int], Any]
+    step: Callable[..., tuple[jax.Array, Any]]
+
+
+def learner_act_fn(learner, params, greedy: bool):
+    """A PPO learner's policy with ``params`` as an act_fn: a plain function for a feed-forward
+    policy, a `RecurrentActFn` for a recurrent one. ``greedy`` takes the argmax, else samples."""
+    if getattr(learner, "recurrent", False):
+
+        def step(observation, mask, key, carry):
+            carry, action, _, _ = learner.step(params, carry, observation, mask, key, greedy=greedy)
+            return action, carry
+
+        return RecurrentActFn(initial_carry=learner.initial_carry, step=step)
+
+    def act(observation, mask, key):
+        return learner.act(params, observation, mask, key, greedy=greedy)[0]
+
+    return act
+
+
 def run_episodes(
     env: Env,
     act_fn: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
@@ -66,8 +98,9 @@ def run_episodes(
 ) -> np.ndarray:
     """Plays ``num_episodes`` episodes in parallel; returns float[num_episodes] returns of player 0.
 
-    ``act_fn(observation[B, ...], legal_action_mask[B, A], key) -> action[B]``. Episodes run
-    until every one has ended (or ``max_steps``); finished ones are absorbing.
+    ``act_fn(observation[B, ...], legal_action_mask[B, A], key) -> action[B]``, or a
+    `RecurrentActFn`. Episodes run until every one has ended (or ``max_steps``); finished ones
+    are absorbing.
     ``env_params`` is one level for all episodes, or (``params_batched``) one per episode.
     Compiles one program per call; inside a trace (or to reuse one program) call `play_episodes`.
     """
@@ -91,21 +124,26 @@ def play_episodes(
     reset_key, loop_key = jax.random.split(key)
     states = jax.vmap(env.reset, in_axes=(0, params_axis))(jax.random.split(reset_key, num_episodes), params)
     returns = jnp.zeros((num_episodes,), jnp.float32)
+    recurrent = isinstance(act_fn, RecurrentActFn)
+    memory = act_fn.initial_carry(num_episodes) if recurrent else None
 
     def cond(carry):
-        states, _, _, t = carry
+        states, _, _, _, t = carry
         return (t < limit) & ~jnp.all(states.terminated | states.truncated)
 
     def body(carry):
-        states, returns, key, t = carry
+        states, returns, memory, key, t = carry
         key, act_key, step_key = jax.random.split(key, 3)
-        actions = act_fn(states.observation, states.legal_action_mask, act_key)
+        if recurrent:
+            actions, memory = act_fn.step(states.observation, states.legal_action_mask, act_key, memory)
+        else:
+            actions = act_fn(states.observation, states.legal_action_mask, act_key)
         states = jax.vmap(env.step, in_axes=(0, 0, 0, params_axis))(
             states, actions, jax.random.split(step_key, num_episodes), params
         )
-        return states, returns + states.rewards[:, 0], key, t + 1
+        return states, returns + states.rewards[:, 0], memory, key, t + 1
 
-    _, returns, _, _ = jax.lax.while_loop(cond, body, (states, returns, loop_key, jnp.int32(0)))
+    _, returns, _, _, _ = jax.lax.while_loop(cond, body, (states, returns, memory, loop_key, jnp.int32(0)))
     return returns
 
 

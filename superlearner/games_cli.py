@@ -777,9 +777,10 @@ def _eval_single(agent, args) -> int:
     levels = parse_levels_spec(args.levels) if args.levels is not None else None
     if args.episodes < 1:
         raise UserError(f"--episodes {args.episodes}: must be at least 1")
+    if args.svg and agent.recurrent:
+        raise UserError("--svg draws an episode of a feed-forward policy; this agent's policy has memory (learner.memory=lstm)")
 
-    def act_fn(observation, mask, key):
-        return agent.act_batch(observation, mask, key, greedy)
+    act_fn = agent.episode_act_fn(greedy)
 
     eval_key, svg_key = jax.random.split(jax.random.key(args.seed))
     svg_level = None

@@ -156,3 +156,73 @@ class ActorCritic(nnx.Module):
 
     def value(self, observation: jax.Array) -> jax.Array:
         return self.value_head(self.critic_torso(observation))[..., 0].astype(jnp.float32)
+
+
+class RecurrentActorCritic(nnx.Module):
+    """A policy with memory: a torso (as `ActorCritic`'s), an LSTM over its features, and policy
+    and value heads on the LSTM's output.
+
+    The torso and the LSTM are shared by actor and critic: the memory has to serve both, and two
+    LSTMs would double the sequential work of every step. The carry is ``(c, h)``, each
+    ``[..., memory_size]`` float32; a zero carry is the memory of a fresh episode.
+    """
+
+    def __init__(
+        self,
+        observation_shape: Sequence[int],
+        num_actions: int,
+        *,
+        kind: str = "mlp",
+        hidden_sizes: Sequence[int] = (64, 64),
+        conv_channels: Sequence[int] = (32, 32),
+        activation: str = "tanh",
+        memory_size: int = 128,
+        dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.memory_size = memory_size
+        self.torso = Torso(
+            observation_shape, kind=kind, hidden_sizes=hidden_sizes, conv_channels=conv_channels,
+            activation=activation, dtype=dtype, rngs=rngs,
+        )
+        # The recurrent kernel's default initializer is flax's QR-based orthogonal (see `orthogonal`).
+        self.cell = nnx.OptimizedLSTMCell(
+            self.torso.output_size, memory_size, recurrent_kernel_init=orthogonal(1.0), dtype=dtype, rngs=rngs
+        )
+        self.policy_head = nnx.Linear(memory_size, num_actions, kernel_init=orthogonal(0.01), dtype=dtype, rngs=rngs)
+        self.value_head = nnx.Linear(memory_size, 1, kernel_init=orthogonal(1.0), dtype=dtype, rngs=rngs)
+
+    def initial_carry(self, batch_shape: Sequence[int]) -> tuple[jax.Array, jax.Array]:
+        zeros = jnp.zeros(tuple(batch_shape) + (self.memory_size,), jnp.float32)
+        return zeros, zeros
+
+    def _heads(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+        logits = self.policy_head(y).astype(jnp.float32)
+        return logits, self.value_head(y)[..., 0].astype(jnp.float32)
+
+    def _cell(self, carry, x):
+        carry, y = self.cell(carry, x)
+        return jax.tree.map(lambda c: c.astype(jnp.float32), carry), y
+
+    def __call__(self, carry, observation: jax.Array):
+        """One step for a batch ``[B, *observation_shape]``: ``(carry, logits [B, A], value [B])``."""
+        carry, y = self._cell(carry, self.torso(observation))
+        return (carry,) + self._heads(y)
+
+    def unroll(self, carry, observations: jax.Array, resets: jax.Array):
+        """``L`` steps from ``carry`` ``[B, M]``: observations ``[L, B, ...]``, ``resets`` bool[L, B]
+        (zero the carry before step t: an episode starts there). Returns logits ``[L, B, A]`` and
+        values ``[L, B]``.
+
+        The torso and the heads run once over all ``L * B`` observations; only the LSTM cell is a
+        loop.
+        """
+        features = self.torso(observations)
+
+        def step(carry, inputs):
+            x, reset = inputs
+            carry = jax.tree.map(lambda c: jnp.where(reset[:, None], 0.0, c), carry)
+            return self._cell(carry, x)
+
+        _, outputs = jax.lax.scan(step, carry, (features, resets))
+        return self._heads(outputs)

@@ -21,6 +21,7 @@ def collect_single_agent(
     num_steps: int,
     bootstrap_truncation: bool = True,
     reset_params=None,
+    carry=None,
 ):
     """Runs ``num_steps`` steps of N envs (leading axis of ``env_state``) under the policy.
 
@@ -38,24 +39,37 @@ def collect_single_agent(
       reset_params: None, or levels with leading axes ``[T, N]``: where env n's episode ends at
         step t, its next episode plays ``reset_params[t, n]`` (a teacher's choice) instead of
         ``env_params[n]``.
+      carry: recurrent learners only (``learner.recurrent``): the policy's carry per env
+        (leaves ``[N, M]``), zero where an episode starts with this rollout's first step.
 
     Returns:
       ``(env_state, episode_stats, rollout)`` with rollout leading axes ``[T, N]``; with
       ``reset_params``, ``(env_state, episode_stats, rollout, env_params, finished)`` where
       ``env_params`` is each env's level after the last step and ``finished`` holds, per step,
-      ``done`` (bool[T, N]) and the finished episode's ``episode_return`` (float[T, N]).
+      ``done`` (bool[T, N]) and the finished episode's ``episode_return`` (float[T, N]). A
+      recurrent learner's carry after the last step (zero where an episode ended) comes last.
     """
+    if learner.recurrent != (carry is not None):
+        raise ValueError("collect_single_agent: pass carry (the policy's) exactly when the learner is recurrent")
     num_envs = env_state.step_count.shape[0]
 
     teacher_levels = reset_params is not None
     # ``next_level`` is None without a teacher: the next episode then replays ``level``.
     step = jax.vmap(lambda s, a, k, p, q: step_auto_reset(env, s, a, k, p, q))
 
-    def body(carry, inputs):
-        env_state, stats, level = carry
+    def body(loop, inputs):
+        env_state, stats, level, memory = loop
         step_key, next_level = inputs
         act_key, env_key = jax.random.split(step_key)
-        action, log_prob, value = learner.act(params, env_state.observation, env_state.legal_action_mask, act_key)
+        recurrent_out = {}
+        if memory is None:
+            action, log_prob, value = learner.act(params, env_state.observation, env_state.legal_action_mask, act_key)
+        else:
+            memory_in = memory
+            memory, action, log_prob, value = learner.step(
+                params, memory, env_state.observation, env_state.legal_action_mask, act_key
+            )
+            recurrent_out = dict(carry=memory_in, carry_out=memory)
         next_state, final = step(env_state, action, jax.random.split(env_key, num_envs), level, next_level)
         stats = jax.vmap(update_episode_stats)(stats, final)
         out = dict(
@@ -68,26 +82,43 @@ def collect_single_agent(
             terminated=final.terminated,
             truncated=final.truncated,
             final_observation=final.observation,
+            **recurrent_out,
         )
+        if memory is not None:  # the next episode starts with an empty memory
+            ended = final.terminated | final.truncated
+            memory = jax.tree.map(lambda m: jnp.where(ended[:, None], 0.0, m), memory)
         if teacher_levels:
             ended = final.terminated | final.truncated
             out["episode_return"] = stats.last_return[:, 0]
             level = jax.tree.map(lambda new, old: jnp.where(_bcast(ended, new), new, old), next_level, level)
-        return (next_state, stats, level), out
+        return (next_state, stats, level, memory), out
 
-    (env_state, episode_stats, env_params), out = jax.lax.scan(
-        body, (env_state, episode_stats, env_params), (jax.random.split(key, num_steps), reset_params)
+    (env_state, episode_stats, env_params, memory), out = jax.lax.scan(
+        body, (env_state, episode_stats, env_params, carry), (jax.random.split(key, num_steps), reset_params)
     )
     done = out["terminated"] | out["truncated"]
-    v_tp1 = next_values(out["value"], learner.value(params, env_state.observation))
+    if memory is None:
+        last_value = learner.value(params, env_state.observation)
+    else:
+        last_value = learner.step_value(params, memory, env_state.observation)
+    v_tp1 = next_values(out["value"], last_value)
     if bootstrap_truncation:
-        final_value = learner.value(params, out["final_observation"])
+        if memory is None:
+            final_value = learner.value(params, out["final_observation"])
+        else:  # the final observation continues the ended episode's memory; one batched step
+            flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
+            final_value = learner.step_value(
+                params, jax.tree.map(flat, out["carry_out"]), flat(out["final_observation"])
+            ).reshape(done.shape)
         v_tp1 = jnp.where(out["truncated"], final_value, v_tp1)
     v_tp1 = jnp.where(out["terminated"] | (done & ~jnp.bool_(bootstrap_truncation)), 0.0, v_tp1)
     rollout = assemble_rollout(out, v_tp1, done)
+    results = (env_state, episode_stats, rollout)
     if teacher_levels:
-        return env_state, episode_stats, rollout, env_params, dict(done=done, episode_return=out["episode_return"])
-    return env_state, episode_stats, rollout
+        results += (env_params, dict(done=done, episode_return=out["episode_return"]))
+    if memory is not None:
+        results += (memory,)
+    return results
 
 
 def _bcast(mask: jax.Array, like: jax.Array) -> jax.Array:
@@ -111,4 +142,5 @@ def assemble_rollout(out: dict, v_tp1: jax.Array, done: jax.Array) -> Rollout:
         reward=out["reward"],
         v_tp1=v_tp1,
         continue_=(~done).astype(jnp.float32),
+        carry=out.get("carry"),
     )

@@ -37,12 +37,16 @@ def test_orthogonal_rejects_vectors():
         orthogonal()(jax.random.key(0), (8,), jnp.float32)
 
 
-@pytest.mark.parametrize("preset", ["cartpole_metagrad", "maze_dr", "connect_four_pbt"])
-def test_population_inits_call_no_lapack_kernel(preset):
-    # Every network of a run (the meta-gradient's outer critic too) must use the initializer above.
+@pytest.mark.parametrize(
+    "preset, overrides",
+    [("cartpole_metagrad", []), ("maze_dr", ["learner.memory=none"]), ("maze_dr", []), ("connect_four_pbt", [])],
+)
+def test_population_inits_call_no_lapack_kernel(preset, overrides):
+    # Every network of a run (the meta-gradient's outer critic and the LSTM's recurrent kernel
+    # too) must use the initializer above.
     from superlearner.config import load_config
     from superlearner.engine import make_engine
 
-    engine = make_engine(load_config(preset, ["train.population_size=2"]))
+    engine = make_engine(load_config(preset, ["train.population_size=2", *overrides]))
     text = jax.jit(engine.init).lower(jnp.int32(0)).as_text()
     assert "lapack" not in text.lower()

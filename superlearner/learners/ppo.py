@@ -1,7 +1,10 @@
 """Proximal Policy Optimisation (Schulman et al. 2017) with masked categorical policies.
 
 Reads top to bottom: types, factory, init, act, loss, update. The policy objective comes from an
-`UpdateRule` (PPO-clip by default) with explicit meta parameters. Every number a meta-learner
+`UpdateRule` (PPO-clip by default) with explicit meta parameters. With ``memory="lstm"`` the
+policy is recurrent (`RecurrentActorCritic`): it acts through ``step`` with a carry, the rollout
+stores the carry of every step, and the update replays sequences of ``sequence_length`` steps
+from their stored carries (truncated backpropagation through time). Every number a meta-learner
 may change is a float32 array in `PPOHparams`, passed in at each update: changing it never
 recompiles. Shapes (envs, steps, minibatches, network) are static.
 """
@@ -16,7 +19,7 @@ import optax
 from flax import nnx, struct
 
 from superlearner.distributed import split_over_data
-from superlearner.networks import ActorCritic, masked_logits
+from superlearner.networks import ActorCritic, RecurrentActorCritic, masked_logits
 from superlearner.returns import generalized_advantage_estimation
 from superlearner.update_rules import UpdateRule, make_update_rule, policy_objective
 
@@ -71,6 +74,9 @@ class Rollout:
     # 1 where the step is a real decision of the learner; None when every step is (the losses
     # then take plain means, which is measurably cheaper on small batches).
     valid: jax.Array | None = None
+    # Recurrent policies: the carry each step was taken with (leaves ``[T, N, M]``), already zero
+    # where an episode starts. None for feed-forward policies.
+    carry: Any = None
 
 
 class PPO(NamedTuple):
@@ -86,6 +92,14 @@ class PPO(NamedTuple):
     # ``(params, meta_params, batch, hparams) -> (loss, metrics)`` on one flat minibatch (the
     # keys `update` builds); the online meta-gradient differentiates through it.
     loss: Callable[..., tuple[jax.Array, dict]] | None = None
+    # Recurrent policies (``memory="lstm"``); for feed-forward ones ``recurrent`` is False and
+    # these are None. ``initial_carry(batch) -> carry`` (zeros, leaves ``[batch, M]``);
+    # ``step(params, carry, observation, legal_action_mask, key, greedy=False) -> (carry, action,
+    # log_prob, value)``; ``step_value(params, carry, observation) -> value``.
+    recurrent: bool = False
+    initial_carry: Callable[[int], Any] | None = None
+    step: Callable[..., tuple] | None = None
+    step_value: Callable[..., jax.Array] | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,6 +143,9 @@ def make_ppo(
     normalize_advantages: bool = True,
     clip_value_loss: bool = True,
     compute_dtype: str = "float32",
+    memory: str = "none",
+    memory_size: int = 128,
+    sequence_length: int = 0,
 ) -> PPO:
     """Builds PPO for observations ``observation_shape`` and ``num_actions`` discrete actions.
 
@@ -136,15 +153,23 @@ def make_ppo(
     ``update_rule_file`` holds a learned rule's meta parameters (`superlearner.update_rules`).
     ``compute_dtype`` is the network's matmul dtype ("bfloat16" on accelerators); parameters,
     optimizer state, logits, values and losses are float32 either way.
+    ``memory``: "none" (a feed-forward policy) or "lstm" (an LSTM of ``memory_size`` units after
+    the torso). ``sequence_length``: recurrent policies, the length of the sequences the update
+    replays (it must divide the rollout length; 0: the whole rollout).
     """
+    if memory not in ("none", "lstm"):
+        raise ValueError(f"memory={memory!r}: accepted none, lstm")
+    recurrent = memory == "lstm"
     rule = make_update_rule(update_rule, update_rule_file or None)
 
     def build_model(key):
-        return ActorCritic(
-            observation_shape, num_actions, kind=network, hidden_sizes=hidden_sizes,
-            conv_channels=conv_channels, activation=activation, dtype=jnp.dtype(compute_dtype),
-            rngs=nnx.Rngs(params=key),
+        options = dict(
+            kind=network, hidden_sizes=hidden_sizes, conv_channels=conv_channels, activation=activation,
+            dtype=jnp.dtype(compute_dtype), rngs=nnx.Rngs(params=key),
         )
+        if recurrent:
+            return RecurrentActorCritic(observation_shape, num_actions, memory_size=memory_size, **options)
+        return ActorCritic(observation_shape, num_actions, **options)
 
     graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: build_model(jax.random.key(0))))
     del abstract_params
@@ -180,20 +205,44 @@ def make_ppo(
     def act(params, observation, legal_action_mask, key, greedy: bool = False):
         """Samples (or takes the argmax of) the masked policy. Returns action, log_prob, value."""
         logits, value = policy(params, observation, legal_action_mask)
-        if greedy:
-            action = jnp.argmax(logits, axis=-1)
-        else:
-            action = jax.random.categorical(key, logits, axis=-1)
-        log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
-        return action.astype(jnp.int32), log_prob, value
+        action, log_prob = _choose(logits, key, greedy)
+        return action, log_prob, value
 
     def value(params, observation):
         return nnx.merge(graphdef, params).value(observation)
 
+    def initial_carry(batch: int):
+        zeros = jnp.zeros((batch, memory_size), jnp.float32)
+        return zeros, zeros
+
+    def step(params, carry, observation, legal_action_mask, key, greedy: bool = False):
+        """One recurrent step: the new carry, then action, log_prob and value as in `act`."""
+        carry, logits, value = nnx.merge(graphdef, params)(carry, observation)
+        logits = masked_logits(logits, legal_action_mask)
+        action, log_prob = _choose(logits, key, greedy)
+        return carry, action, log_prob, value
+
+    def step_value(params, carry, observation):
+        return nnx.merge(graphdef, params)(carry, observation)[2]
+
+    def memoryless(*_, **__):
+        raise TypeError(
+            "this PPO policy is recurrent (memory=lstm): act through step(params, carry, ...) with a carry "
+            "from initial_carry(batch)"
+        )
+
+    def evaluate(params, batch: dict) -> tuple[jax.Array, jax.Array]:
+        """Masked logits and values of a loss batch: flat ``[B]``, or recurrent sequences
+        ``[L, B]`` replayed from ``batch["carry"]`` with ``batch["reset"]``."""
+        if not recurrent:
+            return policy(params, batch["observation"], batch["legal_action_mask"])
+        logits, values = nnx.merge(graphdef, params).unroll(batch["carry"], batch["observation"], batch["reset"])
+        return masked_logits(logits, batch["legal_action_mask"]), values
+
     # --- loss ---------------------------------------------------------------------------------
 
     def loss_fn(params, meta_params, batch: dict, hparams: PPOHparams):
-        logits, values = policy(params, batch["observation"], batch["legal_action_mask"])
+        logits, values = evaluate(params, batch)
         log_probs = jax.nn.log_softmax(logits)
         log_prob = jnp.take_along_axis(log_probs, batch["action"][..., None], axis=-1)[..., 0]
         weight = batch.get("valid")
@@ -243,8 +292,15 @@ def make_ppo(
         batch = rollout_batch(rollout, hparams.gamma, hparams.gae_lambda)
         if rollout.valid is not None:
             batch["valid"] = rollout.valid.astype(jnp.float32)
-        batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), batch)
-        batch_size = batch["action"].shape[0]
+        if recurrent:
+            batch, starts = to_sequences(batch, rollout)
+        else:
+            batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), batch)
+            starts = {}
+        # Recurrent: the shuffled unit is a sequence (axis 1 of the time-major leaves; the start
+        # carries in ``starts`` have it first).
+        batch_axis = 1 if recurrent else 0
+        batch_size = batch["action"].shape[batch_axis]
         minibatch_size = batch_size // num_minibatches
 
         if anneal_lr:
@@ -265,14 +321,18 @@ def make_ppo(
             params = optax.apply_updates(params, updates)
             return (params, opt_state), metrics
 
-        def epoch_step(carry, epoch_key):
-            order = jax.random.permutation(epoch_key, batch_size)
-            shuffled = jax.tree.map(
-                lambda x: x[order].reshape((num_minibatches, minibatch_size) + x.shape[1:]), batch
-            )
+        def split(x, axis):
+            """``x`` permuted along ``axis`` (done before) and cut into minibatches, first axis."""
+            x = x.reshape(x.shape[:axis] + (num_minibatches, minibatch_size) + x.shape[axis + 1:])
             # On a device mesh each data device computes its share of every minibatch; the
             # gradient mean becomes an all-reduce (identity on one device).
-            shuffled = jax.tree.map(lambda x: split_over_data(x, 1), shuffled)
+            return split_over_data(jnp.moveaxis(x, axis, 0), axis + 1)
+
+        def epoch_step(carry, epoch_key):
+            order = jax.random.permutation(epoch_key, batch_size)
+            shuffled = jax.tree.map(lambda x: split(jnp.take(x, order, axis=batch_axis), batch_axis), batch)
+            if recurrent:
+                shuffled["carry"] = jax.tree.map(lambda x: split(x[order], 0), starts)
             return jax.lax.scan(minibatch_step, carry, shuffled)
 
         (params, opt_state), metrics = jax.lax.scan(
@@ -283,4 +343,40 @@ def make_ppo(
         new_state = state.replace(params=params, opt_state=opt_state, num_updates=state.num_updates + 1)
         return new_state, metrics
 
-    return PPO(init=init, policy=policy, act=act, value=value, update=update, graphdef=graphdef, rule=rule, loss=loss_fn)
+    def to_sequences(batch: dict, rollout: Rollout) -> tuple[dict, Any]:
+        """A loss batch ``[T, N]`` as time-major sequences ``[L, (T / L) * N]``, with the carry at
+        each sequence's first step (leaves ``[(T / L) * N, M]``) and ``reset`` flags: the carry is
+        zeroed before step t where the step before ended an episode. A sequence's first step uses
+        its stored carry, which is already zero there if an episode starts."""
+        num_steps = batch["action"].shape[0]
+        length = sequence_length or num_steps
+        ended = rollout.continue_ == 0
+        batch["reset"] = jnp.concatenate([jnp.zeros_like(ended[:1]), ended[:-1]], axis=0)
+
+        def cut(x):  # [T, N, ...] -> [L, (T / L) * N, ...], sequence k * N + n = env n, steps kL..
+            x = x.reshape((num_steps // length, length) + x.shape[1:]).swapaxes(0, 1)
+            return x.reshape((length, -1) + x.shape[3:])
+
+        sequences = jax.tree.map(cut, batch)
+        sequences["reset"] = sequences["reset"].at[0].set(False)
+        starts = jax.tree.map(lambda x: x[::length].reshape((-1,) + x.shape[2:]), rollout.carry)
+        return sequences, starts
+
+    recurrent_fns = {}
+    if recurrent:
+        recurrent_fns = dict(recurrent=True, initial_carry=initial_carry, step=step, step_value=step_value)
+        policy = act = value = memoryless  # noqa: F811 -- a recurrent policy has no memoryless form
+    return PPO(
+        init=init, policy=policy, act=act, value=value, update=update, graphdef=graphdef, rule=rule, loss=loss_fn,
+        **recurrent_fns,
+    )
+
+
+def _choose(logits: jax.Array, key: jax.Array, greedy: bool) -> tuple[jax.Array, jax.Array]:
+    """An action drawn from (or, greedy, the argmax of) masked ``logits`` and its log-probability."""
+    if greedy:
+        action = jnp.argmax(logits, axis=-1)
+    else:
+        action = jax.random.categorical(key, logits, axis=-1)
+    log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
+    return action.astype(jnp.int32), log_prob
