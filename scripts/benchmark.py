@@ -276,19 +276,24 @@ def _timed_training(overrides: dict, chunk: int | None = None, repeats: int = 1,
     ``repeats``, other seeds) with every program compiled."""
     import numpy as np
 
-    from superlearner.engine import initial_state, make_engine
+    import jax.numpy as jnp
+
+    from superlearner.engine import compile_concurrently, lower_init, make_engine
 
     config = _preset_config(preset, overrides)
     size = chunk or config.train.iterations_per_chunk
     start = time.perf_counter()
     engine = make_engine(config)
-    run = jax.jit(engine.train_chunk, static_argnums=1, donate_argnums=0)
+    # As the trainer does it (`superlearner.trainer.compile_run`): init and chunk compile together.
+    abstract = jax.eval_shape(engine.init, jnp.int32(config.train.seed))
+    chunk_program = jax.jit(engine.train_chunk, static_argnums=1, donate_argnums=0).lower(abstract, size)
+    run, init = compile_concurrently(chunk_program, lower_init(engine))
 
     def train_all(seed):
-        state = initial_state(engine, seed)
+        state = init(jnp.int32(seed))
         metrics = None
         while int(state.iteration) < engine.num_iterations:
-            state, metrics = run(state, size)
+            state, metrics = run(state)
         jax.block_until_ready(state)
         valid = np.asarray(metrics["valid"])
         return float(np.asarray(metrics["episode_return"])[valid][-1].mean())

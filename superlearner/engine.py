@@ -437,6 +437,42 @@ def initial_state(engine: Engine, seed: int, out_shardings: Any = None) -> Train
     return init(jnp.int32(seed))
 
 
+def lower_init(engine: Engine, out_shardings: Any = None):
+    """``engine.init`` lowered for a traced int32 seed (compile it with ``.compile()``; call the
+    result with ``jnp.int32(seed)``), as `initial_state` compiles it."""
+    return _compiled_init(engine.init, out_shardings).lower(jax.ShapeDtypeStruct((), jnp.int32))
+
+
+def compile_concurrently(*lowered) -> list:
+    """Compiles lowered programs at the same time: the first on this thread, the others each on a
+    thread of its own; returns them compiled, in order.
+
+    XLA compiles one program on one thread, so a run's init and train chunk compiled together on
+    a machine with two or more cores take as long as the chunk alone. An error in any of them is
+    raised here, after all have finished.
+    """
+    import threading
+
+    results: list = [None] * len(lowered)
+    errors: list = []
+
+    def compile_one(index):
+        try:
+            results[index] = lowered[index].compile()
+        except BaseException as error:  # re-raised on the caller's thread below
+            errors.append(error)
+
+    threads = [threading.Thread(target=compile_one, args=(index,), daemon=True) for index in range(1, len(lowered))]
+    for thread in threads:
+        thread.start()
+    compile_one(0)
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
 def _compiled_init(init_fn: Callable, out_shardings: Any):
     options = dict(compiler_options=INIT_COMPILER_OPTIONS)
     if out_shardings is not None:

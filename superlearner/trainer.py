@@ -33,7 +33,7 @@ import superlearner
 from superlearner import distributed
 from superlearner.checkpoint import CHECKPOINT_DIR, Checkpointer
 from superlearner.config import ExperimentConfig, config_from_dict, config_to_dict, validate_semantics
-from superlearner.engine import Engine, TrainState, initial_state, make_engine
+from superlearner.engine import Engine, TrainState, compile_concurrently, lower_init, make_engine
 from superlearner.errors import ConfigError, UserError
 from superlearner.logs import MetricsLog
 from superlearner.memory import GIB, MemoryEstimate, check_fits, device_capacity, program_memory
@@ -235,6 +235,7 @@ class RunProgram:
     chunk: Any  # jax.stages.Compiled: (state) -> (state, metrics)
     shardings: Any
     memory: MemoryEstimate
+    init: Any  # jax.stages.Compiled: (int32[] seed) -> TrainState, placed by ``shardings``
 
 
 def compile_run(engine: Engine, mesh) -> RunProgram:
@@ -242,7 +243,8 @@ def compile_run(engine: Engine, mesh) -> RunProgram:
 
     Nothing is allocated or written before the check, so a preset sized for a bigger machine
     fails with one line naming the settings to lower (`superlearner.memory.check_fits`);
-    ``train.memory_budget_gib`` replaces the device's own capacity when set.
+    ``train.memory_budget_gib`` replaces the device's own capacity when set. The init program
+    compiles at the same time as the chunk, on another thread (`compile_concurrently`).
     """
     config = engine.config
     abstract = jax.eval_shape(engine.init, jnp.int32(config.train.seed))  # reuses make_engine's trace
@@ -251,13 +253,14 @@ def compile_run(engine: Engine, mesh) -> RunProgram:
     chunk_fn = jax.jit(engine.train_chunk, static_argnums=1, donate_argnums=0,
                        out_shardings=(shardings, distributed.replicated(mesh)))
     with jax.set_mesh(mesh):  # the mesh learners' sharding constraints refer to
-        compiled = chunk_fn.lower(placed, config.train.iterations_per_chunk).compile()
+        lowered = chunk_fn.lower(placed, config.train.iterations_per_chunk)
+    compiled, init = compile_concurrently(lowered, lower_init(engine, shardings))
     estimate = program_memory(compiled)
     device = mesh.devices.flat[0]
     budget = config.train.memory_budget_gib
     capacity = int(budget * GIB) if budget > 0 else device_capacity(device)
     check_fits(estimate, capacity, state=abstract, config=config, where=f"{device.platform}:{device.id}")
-    return RunProgram(chunk=compiled, shardings=shardings, memory=estimate)
+    return RunProgram(chunk=compiled, shardings=shardings, memory=estimate, init=init)
 
 
 def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bool, max_chunks, on_chunk,
@@ -277,7 +280,7 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
     whole = distributed.replicated(mesh)
     checkpointer = Checkpointer(run_dir, keep=config.train.keep_checkpoints)
     # Jitted, so every leaf is its own buffer (the chunk donates them all).
-    state = initial_state(engine, config.train.seed, shardings)
+    state = program.init(jnp.int32(config.train.seed))
     wall_offset = 0.0
     if resume and checkpointer.latest_step() is not None:
         state, metadata = checkpointer.restore(state)

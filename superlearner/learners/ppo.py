@@ -330,7 +330,8 @@ def make_ppo(
 
         def epoch_step(carry, epoch_key):
             order = jax.random.permutation(epoch_key, batch_size)
-            shuffled = jax.tree.map(lambda x: split(jnp.take(x, order, axis=batch_axis), batch_axis), batch)
+            permute = (lambda x: x[:, order]) if recurrent else (lambda x: x[order])  # noqa: E731
+            shuffled = jax.tree.map(lambda x: split(permute(x), batch_axis), batch)
             if recurrent:
                 shuffled["carry"] = jax.tree.map(lambda x: split(x[order], 0), starts)
             return jax.lax.scan(minibatch_step, carry, shuffled)
