@@ -688,7 +688,7 @@ def bench_memory(args: argparse.Namespace) -> Report:
     import resource
 
     from superlearner.config import list_presets
-    from superlearner.engine import initial_state, make_engine
+    from superlearner.engine import make_engine
     from superlearner.memory import device_capacity, program_memory, tree_bytes
 
     mib = 1024**2

@@ -89,15 +89,11 @@ class Agent:
     def episode_act_fn(self, greedy: bool | None = None):
         """The agent's policy for `superlearner.evaluate.run_episodes`: a plain act_fn, or a
         `RecurrentActFn` when the policy has memory."""
-        from superlearner.evaluate import RecurrentActFn
+        from superlearner.evaluate import learner_act_fn
 
         greedy = self.greedy if greedy is None else greedy
         if self.recurrent:
-            def step(observation, mask, key, carry):
-                carry, action, _, _ = self._step(self.params, carry, observation, mask, key, greedy)
-                return action, carry
-
-            return RecurrentActFn(initial_carry=self.engine.learner.initial_carry, step=step)
+            return learner_act_fn(self.engine.learner, self.params, greedy)
         return lambda observation, mask, key: self.act_batch(observation, mask, key, greedy)
 
     def act(self, key: jax.Array, state: State, greedy: bool | None = None) -> jax.Array:
@@ -133,7 +129,6 @@ class Agent:
         self._memoryless("policy")
         logits, _ = self._policy(self.params, state.observation[None], state.legal_action_mask[None])
         return np.asarray(jax.nn.softmax(logits[0]))
-
 
     def _memoryless(self, what: str) -> None:
         if self.recurrent:

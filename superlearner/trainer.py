@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import signal
 import sys
@@ -33,8 +32,8 @@ import superlearner
 from superlearner import distributed
 from superlearner.checkpoint import CHECKPOINT_DIR, Checkpointer
 from superlearner.config import ExperimentConfig, config_from_dict, config_to_dict, validate_semantics
-from superlearner.engine import Engine, TrainState, compile_concurrently, lower_init, make_engine
-from superlearner.errors import ConfigError, UserError
+from superlearner.engine import Engine, compile_concurrently, lower_init, make_engine
+from superlearner.errors import UserError
 from superlearner.logs import MetricsLog
 from superlearner.memory import GIB, MemoryEstimate, check_fits, device_capacity, program_memory
 

@@ -186,11 +186,12 @@ def test_a_recurrent_maze_run_resumes_exactly(tmp_path):
     env = agent.env
     level = jax.tree.map(lambda x: x[0], sample_levels(env, jax.random.key(3), 1))
     policy = agent.episode_act_fn(greedy=True)
+    step = jax.jit(policy.step)
     for episode in range(2):
         state = env.reset(jax.random.key(episode), level)
         carry = policy.initial_carry(1)
         for t in range(12):
-            batched, carry = policy.step(state.observation[None], state.legal_action_mask[None], jax.random.key(t), carry)
+            batched, carry = step(state.observation[None], state.legal_action_mask[None], jax.random.key(t), carry)
             action = agent.act(jax.random.key(t), state)
             assert int(action) == int(batched[0])
             state = env.step(state, action, jax.random.key(100 + t), level)
