@@ -65,11 +65,11 @@ def collect_single_agent(
         if memory is None:
             action, log_prob, value = learner.act(params, env_state.observation, env_state.legal_action_mask, act_key)
         else:
-            memory_in = memory
-            memory, action, log_prob, value = learner.step(
+            memory_out, action, log_prob, value = learner.step(
                 params, memory, env_state.observation, env_state.legal_action_mask, act_key
             )
-            recurrent_out = dict(carry=memory_in, carry_out=memory)
+            recurrent_out = dict(carry=memory, carry_out=memory_out)
+            memory = memory_out
         next_state, final = step(env_state, action, jax.random.split(env_key, num_envs), level, next_level)
         stats = jax.vmap(update_episode_stats)(stats, final)
         out = dict(
@@ -84,11 +84,10 @@ def collect_single_agent(
             final_observation=final.observation,
             **recurrent_out,
         )
+        ended = final.terminated | final.truncated
         if memory is not None:  # the next episode starts with an empty memory
-            ended = final.terminated | final.truncated
             memory = jax.tree.map(lambda m: jnp.where(ended[:, None], 0.0, m), memory)
         if teacher_levels:
-            ended = final.terminated | final.truncated
             out["episode_return"] = stats.last_return[:, 0]
             level = jax.tree.map(lambda new, old: jnp.where(_bcast(ended, new), new, old), next_level, level)
         return (next_state, stats, level, memory), out
