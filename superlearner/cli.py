@@ -172,7 +172,13 @@ def _finish(result, config) -> int:
 
     # In a multi-host job every process evaluates (the checkpoint is read by all), process 0 reports.
     main = is_main_process()
-    state = "finished" if result.completed else ("stopped; resume with `superlearner resume " + str(result.run_dir) + "`")
+    if result.completed:
+        state = "finished"
+    elif result.time_limited:
+        state = (f"stopped at its time limit (train.time_limit_minutes={config.train.time_limit_minutes:g}; to go on, "
+                 f"raise it in {Path(result.run_dir) / 'config.yaml'} and `superlearner resume {result.run_dir}`)")
+    else:
+        state = "stopped; resume with `superlearner resume " + str(result.run_dir) + "`"
     if main:
         print(f"run {state}: {result.env_steps:,} env steps per member in {result.wall_time:.1f} s -> {result.run_dir}")
     # Two-player games are measured against anchors by the arena during training; the final
@@ -180,7 +186,8 @@ def _finish(result, config) -> int:
     from superlearner.registry import make
 
     single_agent = make(config.env.id, **config.env.options).num_players == 1
-    if result.completed and single_agent and config.train.eval_episodes > 0 and not result.stopped_by_signal:
+    ended = result.completed or result.time_limited
+    if ended and single_agent and config.train.eval_episodes > 0 and not result.stopped_by_signal:
         outcome = _evaluate(result.run_dir, config.train.eval_episodes, seed=0, greedy=True)
         if main:
             (Path(result.run_dir) / "eval.json").write_text(json.dumps(outcome.to_dict(), indent=2))

@@ -189,6 +189,7 @@ class DiscoveryConfig:
     meta_train_levels: dict = field(dict, "levels the rule is meta-trained on: name -> env-level overrides")
     meta_test_levels: dict = field(dict, "held-out levels measured at the end: name -> env-level overrides")
     test_seeds: int = field(8, "seeds per held-out level for the final comparison with PPO-clip", low=2)
+    meta_test_experiment: str = field("", "a held-out task also measured at the end: a preset name or YAML path of a single-agent PPO experiment, trained at its own sizes, hyperparameters and budget with the discovered rule and with PPO-clip ('' = none)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +232,7 @@ class TrainConfig:
     eval_episodes: int = field(100, "episodes for the final evaluation (0 = none)", low=0)
     mesh_pop: int = field(0, "devices the population is split over (must divide population_size; 0 = choose)", low=0)
     mesh_data: int = field(0, "devices each member's env batch is split over (must divide learner.num_envs; 0 = choose)", low=0)
+    time_limit_minutes: float = field(0.0, "training wall time a run may take, minutes, resumed parts included: a chunk that would end past it is not started (0 = no limit)", low=0.0)
     memory_budget_gib: float = field(0.0, "device memory a run may use, GiB; a run whose compiled chunk needs more is refused before it starts (0 = the device's capacity)", low=0.0)
 
 

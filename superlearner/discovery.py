@@ -69,9 +69,11 @@ class DiscoveryResult:
     train: dict  # meta-training levels, measured like the held-out ones
     wall_time: float
     config: dict
+    test_env: dict = dataclasses.field(default_factory=dict)  # the held-out experiment, if any
 
     def as_dict(self) -> dict:
-        return dict(fitness_history=self.fitness_history, test=self.test, train=self.train,
+        extra = {"test_env": self.test_env} if self.test_env else {}
+        return dict(fitness_history=self.fitness_history, test=self.test, train=self.train, **extra,
                     wall_time=self.wall_time, config=self.config)
 
 
@@ -180,6 +182,8 @@ def check_discovery(config: ExperimentConfig, source: str = "config") -> None:
     if d.population_size % 2:
         raise ConfigError(f"{source}: meta.discovery.population_size={d.population_size} must be even (antithetic sampling)")
     inner_config(config, "learned", source)
+    if d.meta_test_experiment:
+        held_out_experiment(config, source)
 
 
 def discover(
@@ -249,7 +253,7 @@ def discover(
     measured = measure(config, discovered, source=source, log=log, runs=runs)
     return DiscoveryResult(
         meta_params=discovered, fitness_history=history, test=measured["test"], train=measured["train"],
-        wall_time=time.perf_counter() - start, config=config_to_dict(config),
+        wall_time=time.perf_counter() - start, config=config_to_dict(config), test_env=measured.get("test_env", {}),
     )
 
 
@@ -273,23 +277,59 @@ def measure(config: ExperimentConfig, meta_params: dict, *, source: str = "confi
     measured = {}
     for split, key in (("test", "meta_test_levels"), ("train", "meta_train_levels")):
         levels, names = make_levels(env, getattr(d, key), source, key)
-        measured[split] = {}
-        for rule, fn, params in (("discovered", runs.run, meta_params), ("ppo_clip", ppo_runs.run, {})):
-            tick = time.perf_counter()
-            returns = _run_in_batches(fn, params, levels, test_seeds)  # [L, S]
-            entry = {"wall_time": time.perf_counter() - tick}
-            for name, row in zip(names, returns):
-                entry[name] = dict(mean_and_ci95(row), returns=row.tolist())
-            entry["all"] = mean_and_ci95(returns.mean(axis=0))  # per seed, averaged over levels
-            entry["per_seed"] = returns.mean(axis=0).tolist()
-            measured[split][rule] = entry
-            per_level = ", ".join(f"{name} {entry[name]['mean']:.1f}" for name in names)
-            log(f"{split} {rule}: mean {entry['all']['mean']:.1f} 95% CI [{entry['all']['low']:.1f}, {entry['all']['high']:.1f}] "
-                f"over {d.test_seeds} seeds ({per_level}; {entry['wall_time']:.1f} s)")
-        # Both rules train on the same seeds: the per-seed difference is a paired comparison.
-        difference = np.subtract(measured[split]["discovered"]["per_seed"], measured[split]["ppo_clip"]["per_seed"])
-        measured[split]["discovered_minus_ppo_clip"] = pair = mean_and_ci95(difference)
-        log(f"{split} discovered - ppo_clip (paired): {pair['mean']:+.1f} 95% CI [{pair['low']:+.1f}, {pair['high']:+.1f}]")
+        measured[split] = _compare(split, runs, ppo_runs, meta_params, levels, names, test_seeds, log)
+    if d.meta_test_experiment:
+        held_out = held_out_experiment(config, source)
+        held_out_env = make(held_out.env.id, **held_out.env.options)
+        levels, names = make_levels(held_out_env, {held_out.env.id: {}}, source, "meta_test_experiment")
+        measured["test_env"] = dict(
+            _compare(
+                f"held-out env {held_out.env.id}", make_inner_runs(inner_config(held_out, "learned", source)),
+                make_inner_runs(inner_config(held_out, "ppo_clip", source)), meta_params, levels, names, test_seeds, log,
+            ),
+            experiment=d.meta_test_experiment, env=held_out.env.id,
+        )
+    return measured
+
+
+def held_out_experiment(config: ExperimentConfig, source: str = "config") -> ExperimentConfig:
+    """The experiment named by ``meta.discovery.meta_test_experiment``, checked for discovery's
+    inner runs (single-agent PPO, population 1, no meta-controller); `ConfigError` in one line."""
+    from superlearner.registry import make
+
+    name = config.meta.discovery.meta_test_experiment
+    held_out = load_config(name)
+    where = f"{source}: meta.discovery.meta_test_experiment={name!r}"
+    if held_out.learner.kind != "ppo":
+        raise ConfigError(f"{where} trains learner.kind={held_out.learner.kind}; the held-out task must be a PPO experiment")
+    if make(held_out.env.id, **held_out.env.options).num_players != 1:
+        raise ConfigError(f"{where} is a {held_out.env.id} self-play experiment; the held-out task must be single-agent")
+    if held_out.env.id == config.env.id:
+        raise ConfigError(f"{where} trains on {held_out.env.id}, the meta-training env; held-out levels of it go in meta.discovery.meta_test_levels")
+    inner_config(held_out, "learned", where)
+    return held_out
+
+
+def _compare(split, runs, ppo_runs, meta_params, levels, names, seeds, log) -> dict:
+    """The learned rule and PPO-clip on ``levels`` with the same ``seeds``: per rule and level the
+    returns with `mean_and_ci95`, and the paired per-seed difference."""
+    measured = {}
+    for rule, fn, params in (("discovered", runs.run, meta_params), ("ppo_clip", ppo_runs.run, {})):
+        tick = time.perf_counter()
+        returns = _run_in_batches(fn, params, levels, seeds)  # [L, S]
+        entry = {"wall_time": time.perf_counter() - tick}
+        for name, row in zip(names, returns):
+            entry[name] = dict(mean_and_ci95(row), returns=row.tolist())
+        entry["all"] = mean_and_ci95(returns.mean(axis=0))  # per seed, averaged over levels
+        entry["per_seed"] = returns.mean(axis=0).tolist()
+        measured[rule] = entry
+        per_level = ", ".join(f"{name} {entry[name]['mean']:.1f}" for name in names)
+        log(f"{split} {rule}: mean {entry['all']['mean']:.1f} 95% CI [{entry['all']['low']:.1f}, {entry['all']['high']:.1f}] "
+            f"over {seeds.shape[0]} seeds ({per_level}; {entry['wall_time']:.1f} s)")
+    # Both rules train on the same seeds: the per-seed difference is a paired comparison.
+    difference = np.subtract(measured["discovered"]["per_seed"], measured["ppo_clip"]["per_seed"])
+    measured["discovered_minus_ppo_clip"] = pair = mean_and_ci95(difference)
+    log(f"{split} discovered - ppo_clip (paired): {pair['mean']:+.1f} 95% CI [{pair['low']:+.1f}, {pair['high']:+.1f}]")
     return measured
 
 
@@ -334,14 +374,14 @@ def main(argv: list[str] | None = None) -> int:
         check_discovery(config, args.experiment)
         d = config.meta.discovery
         extra = dict(experiment=config.name, env=config.env.id, meta_train_levels=list(d.meta_train_levels),
-                     meta_test_levels=list(d.meta_test_levels))
+                     meta_test_levels=list(d.meta_test_levels), meta_test_experiment=d.meta_test_experiment)
         if args.measure:
             from superlearner.update_rules import read_rule_file
 
             start = time.perf_counter()
             _, meta_params = read_rule_file(args.measure)
             measured = measure(config, meta_params, source=args.experiment)
-            report = dict(rule_file=str(args.measure), test=measured["test"], train=measured["train"],
+            report = dict(rule_file=str(args.measure), **measured,
                           wall_time=time.perf_counter() - start, config=config_to_dict(config))
         else:
             def save(meta_params, history):
@@ -349,8 +389,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {out}")
 
             result = discover(config, source=args.experiment, on_search_done=save)
-            save_rule_file(out, result.meta_params, extra=dict(
-                extra, test={rule: result.test[rule]["all"] for rule in ("discovered", "ppo_clip")}))
+            measured = dict(extra, test={rule: result.test[rule]["all"] for rule in ("discovered", "ppo_clip")})
+            if result.test_env:
+                measured["test_env"] = {rule: result.test_env[rule]["all"] for rule in ("discovered", "ppo_clip")}
+            save_rule_file(out, result.meta_params, extra=measured)
             report = result.as_dict()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

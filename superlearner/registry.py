@@ -25,6 +25,7 @@ _BUILTIN: dict[str, str] = {
     "kuhn_poker": "superlearner.envs.kuhn_poker:KuhnPoker",
     "maze": "superlearner.envs.maze:Maze",
     "cartpole": "superlearner.envs.cartpole:CartPole",
+    "acrobot": "superlearner.envs.acrobot:Acrobot",
 }
 
 _registered: dict[str, Callable[..., Env]] = {}

@@ -58,6 +58,7 @@ class RunResult:
     wall_time: float
     last_metrics: dict
     mesh: str = ""
+    time_limited: bool = False  # stopped by `train.time_limit_minutes`
 
 
 def prepare_run_dir(run_dir: Path, config: ExperimentConfig) -> None:
@@ -313,6 +314,7 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
     stopped_by_signal = False
     chunks_done = 0
     last_saved = iteration if resume else -1
+    time_limit = 60.0 * config.train.time_limit_minutes
 
     def wall_time() -> float:
         return wall_offset + time.perf_counter() - start
@@ -321,7 +323,9 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
     peer_lost = False
     try:
         with _stop_on_signals() as stop, progress:
-            while iteration < engine.num_iterations:
+            # A resumed run that has used up its time does not start another chunk.
+            time_limited = 0 < time_limit <= wall_offset
+            while iteration < engine.num_iterations and not time_limited:
                 chunk_start = time.perf_counter()
                 try:
                     with jax.set_mesh(mesh):  # the mesh learners' sharding constraints refer to
@@ -374,7 +378,11 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
                     on_chunk(record)
                 due = chunks_done % config.train.checkpoint_every_chunks == 0
                 out_of_chunks = max_chunks is not None and chunks_done >= max_chunks
-                if finished or due or stop_now or out_of_chunks:
+                if time_limit > 0 and not finished:
+                    # This chunk's duration predicts the next one's.
+                    over = wall_time() + elapsed > time_limit
+                    time_limited = _any_process(over) if multi else over
+                if finished or due or stop_now or out_of_chunks or time_limited:
                     score = checkpoint_score(last_metrics, strength, probe is not None)
                     try:
                         checkpointer.save(
@@ -405,6 +413,7 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
         completed=iteration >= engine.num_iterations,
         stopped_by_signal=stopped_by_signal,
         wall_time=wall_time(),
+        time_limited=time_limited,
         last_metrics=last_metrics,
         mesh=f"pop={mesh.shape[distributed.POP]},data={mesh.shape[distributed.DATA]}",
     )

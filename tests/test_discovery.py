@@ -43,6 +43,40 @@ def test_bad_discovery_configs_give_one_line_errors():
         discovery.check_discovery(config_from_dict({"train": {"population_size": 2}}))
 
 
+def test_a_held_out_experiment_must_be_another_single_agent_ppo_task():
+    for name, message in [
+        ("tic_tac_toe_selfplay", "must be single-agent"),
+        ("connect_four_alphazero", "must be a PPO experiment"),
+        ("cartpole_ppo", "the meta-training env"),
+        ("maze_metagrad", "meta.kind none"),
+    ]:
+        config = load_config("discover_drift", [f"meta.discovery.meta_test_experiment={name}"])
+        with pytest.raises(ConfigError, match=message) as info:
+            discovery.check_discovery(config)
+        assert "\n" not in str(info.value)
+    discovery.check_discovery(load_config("discover_drift", ["meta.discovery.meta_test_experiment=acrobot_ppo"]))
+
+
+def test_the_held_out_experiment_trains_both_rules_on_its_own_env_with_the_same_seeds(tmp_path):
+    held_out = tmp_path / "tiny_acrobot.yaml"
+    held_out.write_text(
+        "name: tiny_acrobot\nenv: {id: acrobot}\n"
+        "learner: {num_envs: 2, num_steps: 32, num_minibatches: 2, num_epochs: 1, hidden_sizes: [8]}\n"
+        "train: {total_env_steps: 1280}\n"  # every env finishes an episode (500 steps at most)
+    )
+    config = load_config("discover_drift", TINY + [f"meta.discovery.meta_test_experiment={held_out}"])
+    discovery.check_discovery(config)
+    # The learned rule at its start is PPO-clip, so on the same seeds both rules train alike.
+    measured = discovery.measure(config, init_learned_meta_params(hidden_size=4), log=lambda line: None)
+    test_env = measured["test_env"]
+    assert test_env["env"] == "acrobot" and test_env["experiment"] == str(held_out)
+    got, expected = (np.asarray(test_env[rule]["per_seed"]) for rule in ("discovered", "ppo_clip"))
+    assert got.shape == (2,)
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    # Acrobot pays -1 per step and cartpole +1: the held-out returns are the other env's.
+    assert np.all(got < 0) and np.all(np.asarray(measured["test"]["ppo_clip"]["per_seed"]) > 0)
+
+
 def test_levels_override_only_the_named_fields():
     env = make("cartpole")
     levels, names = discovery.make_levels(env, {"a": {}, "b": {"length": 0.8}}, "cfg", "meta_train_levels")

@@ -81,6 +81,23 @@ def test_a_run_that_died_before_its_first_checkpoint_starts_again(straight_run, 
     assert _comparable(read_metrics(run_dir)) == _comparable(read_metrics(straight_run))
 
 
+def test_a_time_limit_stops_after_the_chunk_that_reaches_it_with_a_checkpoint(straight_run, tmp_path):
+    run_dir = tmp_path / "run"
+    # A limit of 6 ms: the first chunk takes longer, so the run stops after it, although no
+    # periodic checkpoint is due before the end.
+    config = _config(time_limit_minutes=1e-4, checkpoint_every_chunks=100)
+    result = train(config, run_dir, show_progress=False)
+    assert result.time_limited and not result.completed and result.iteration == 2
+    assert Checkpointer(run_dir, read_only=True).steps() == [2]
+    for x, y in zip(jax.tree.leaves(_params(run_dir)), jax.tree.leaves(load_train_state(straight_run / "checkpoints" / "2")[1])):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # Resuming a run that has used up its time trains nothing more and writes no log line.
+    again = resume(run_dir, show_progress=False)
+    assert again.time_limited and again.iteration == 2
+    assert [r["iteration"] for r in read_metrics(run_dir)] == [2]
+    assert not train(_config(time_limit_minutes=60.0), tmp_path / "other", show_progress=False).time_limited
+
+
 def test_training_refuses_a_directory_that_holds_a_run(straight_run):
     before = sorted(p.name for p in straight_run.iterdir())
     metrics_before = (straight_run / "metrics.jsonl").read_text()
