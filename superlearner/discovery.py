@@ -298,8 +298,11 @@ def held_out_experiment(config: ExperimentConfig, source: str = "config") -> Exp
     from superlearner.registry import make
 
     name = config.meta.discovery.meta_test_experiment
-    held_out = load_config(name)
     where = f"{source}: meta.discovery.meta_test_experiment={name!r}"
+    try:
+        held_out = load_config(name)
+    except UserError as error:
+        raise ConfigError(f"{where}: {error}") from None
     if held_out.learner.kind != "ppo":
         raise ConfigError(f"{where} trains learner.kind={held_out.learner.kind}; the held-out task must be a PPO experiment")
     if make(held_out.env.id, **held_out.env.options).num_players != 1:

@@ -49,6 +49,7 @@ def test_a_held_out_experiment_must_be_another_single_agent_ppo_task():
         ("connect_four_alphazero", "must be a PPO experiment"),
         ("cartpole_ppo", "the meta-training env"),
         ("maze_metagrad", "meta.kind none"),
+        ("acrobot_ppp", "meta_test_experiment='acrobot_ppp'"),
     ]:
         config = load_config("discover_drift", [f"meta.discovery.meta_test_experiment={name}"])
         with pytest.raises(ConfigError, match=message) as info:
