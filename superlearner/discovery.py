@@ -392,10 +392,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {out}")
 
             result = discover(config, source=args.experiment, on_search_done=save)
-            measured = dict(extra, test={rule: result.test[rule]["all"] for rule in ("discovered", "ppo_clip")})
+            header = dict(extra, test={rule: result.test[rule]["all"] for rule in ("discovered", "ppo_clip")})
             if result.test_env:
-                measured["test_env"] = {rule: result.test_env[rule]["all"] for rule in ("discovered", "ppo_clip")}
-            save_rule_file(out, result.meta_params, extra=measured)
+                header["test_env"] = {rule: result.test_env[rule]["all"] for rule in ("discovered", "ppo_clip")}
+            save_rule_file(out, result.meta_params, extra=header)
             report = result.as_dict()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
