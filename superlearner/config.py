@@ -189,6 +189,7 @@ class DiscoveryConfig:
     meta_train_levels: dict = field(dict, "levels the rule is meta-trained on: name -> env-level overrides")
     meta_test_levels: dict = field(dict, "held-out levels measured at the end: name -> env-level overrides")
     test_seeds: int = field(8, "seeds per held-out level for the final comparison with PPO-clip", low=2)
+    meta_train_experiments: tuple = field((), "more meta-training tasks beside the experiment's own env: preset names or YAML paths of single-agent PPO experiments on other envs, each trained at its own sizes, hyperparameters and budget; a candidate's fitness is then its centred rank averaged over the tasks")
     meta_test_experiment: str = field("", "a held-out task also measured at the end: a preset name or YAML path of a single-agent PPO experiment, trained at its own sizes, hyperparameters and budget with the discovered rule and with PPO-clip ('' = none)")
 
 

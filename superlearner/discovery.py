@@ -9,7 +9,10 @@ One generation is one compiled program: ``candidates x meta-training levels x se
 runs, each a whole PPO training run of the experiment (`superlearner.engine`: init, then one
 train chunk over every iteration), vmapped. The fitness of a candidate is its mean return over
 the last ``meta.discovery.final_fraction`` of the iterations, averaged over levels and seeds;
-all candidates of a generation share the seeds (common random numbers).
+all candidates of a generation share the seeds (common random numbers). With
+``meta.discovery.meta_train_experiments`` the same program also trains every candidate on other
+envs (each experiment at its own sizes and budget), and a candidate's fitness is its centred rank
+on each task, averaged over the tasks, so that no env's return scale dominates.
 
 Usage::
 
@@ -70,9 +73,12 @@ class DiscoveryResult:
     wall_time: float
     config: dict
     test_env: dict = dataclasses.field(default_factory=dict)  # the held-out experiment, if any
+    train_envs: dict = dataclasses.field(default_factory=dict)  # the other meta-training experiments
 
     def as_dict(self) -> dict:
         extra = {"test_env": self.test_env} if self.test_env else {}
+        if self.train_envs:
+            extra["train_envs"] = self.train_envs
         return dict(fitness_history=self.fitness_history, test=self.test, train=self.train, **extra,
                     wall_time=self.wall_time, config=self.config)
 
@@ -88,6 +94,9 @@ def make_levels(env, overrides: dict, source: str, key: str):
         raise ConfigError(f"{source}: meta.discovery.{key} is empty; give at least one level, e.g. {{default: {{}}}}")
     default = env.default_params
     fields = [f.name for f in dataclasses.fields(default)] if dataclasses.is_dataclass(default) else []
+    if not jax.tree.leaves(default) and len(overrides) > 1:
+        raise ConfigError(f"{source}: meta.discovery.{key} names {len(overrides)} levels, but {env.id} has no level "
+                          "parameters; give one level, e.g. {default: {}}")
     levels = []
     for name, values in overrides.items():
         values = values or {}
@@ -133,8 +142,10 @@ def make_inner_runs(config: ExperimentConfig, level_names: tuple = ()) -> InnerR
         return jnp.mean(returns[-num_final:])
 
     def run(meta_params, levels, seeds):
-        per_level = jax.vmap(lambda level: jax.vmap(lambda s: one_run(meta_params, level, s))(seeds))
-        return per_level(levels)
+        per_seed = lambda level: jax.vmap(lambda s: one_run(meta_params, level, s))(seeds)  # noqa: E731
+        if not jax.tree.leaves(levels):  # an env without level parameters has one level
+            return per_seed(levels)[None]
+        return jax.vmap(per_seed)(levels)
 
     return InnerRuns(
         run=run, level_names=level_names, num_iterations=engine.num_iterations,
@@ -182,8 +193,33 @@ def check_discovery(config: ExperimentConfig, source: str = "config") -> None:
     if d.population_size % 2:
         raise ConfigError(f"{source}: meta.discovery.population_size={d.population_size} must be even (antithetic sampling)")
     inner_config(config, "learned", source)
+    meta_train_experiments(config, source)
     if d.meta_test_experiment:
         held_out_experiment(config, source)
+
+
+class Task(NamedTuple):
+    """One meta-training task of the search: inner runs of an experiment and the levels they play."""
+
+    name: str
+    runs: InnerRuns
+    levels: Any
+
+
+def centred_ranks(fitness: jax.Array) -> jax.Array:
+    """float32[C]: the rank of each of the C fitness values scaled to [-0.5, 0.5] (the lowest
+    -0.5, the highest 0.5; 0 for a single candidate)."""
+    count = fitness.shape[0]
+    ranks = jnp.argsort(jnp.argsort(fitness)).astype(jnp.float32)
+    return ranks / max(count - 1, 1) - (0.5 if count > 1 else 0.0)
+
+
+def combine_fitness(per_task: jax.Array) -> jax.Array:
+    """float32[C] from the fitness of C candidates on T tasks, ``[T, C]``: the task's own fitness
+    when there is one task, else the centred rank on each task averaged over the tasks."""
+    if per_task.shape[0] == 1:
+        return per_task[0]
+    return jax.vmap(centred_ranks)(per_task).mean(axis=0)
 
 
 def discover(
@@ -213,6 +249,11 @@ def discover(
     train_levels, train_names = make_levels(env, d.meta_train_levels, source, "meta_train_levels")
     make_levels(env, d.meta_test_levels, source, "meta_test_levels")  # checked before the search
     runs = make_inner_runs(learned_config, train_names)
+    tasks = [Task(config.env.id, runs, train_levels)]
+    for name, other in zip(d.meta_train_experiments, meta_train_experiments(config, source)):
+        other_env = make(other.env.id, **other.env.options)
+        levels, names = make_levels(other_env, {other.env.id: {}}, source, "meta_train_experiments")
+        tasks.append(Task(other.env.id, make_inner_runs(inner_config(other, "learned", source), names), levels))
 
     key = jax.random.key(config.train.seed)
     rule_key, init_key, es_key, seed_key = jax.random.split(key, 4)
@@ -227,10 +268,13 @@ def discover(
     def generation(es_state, key, seeds):
         ask_key, tell_key = jax.random.split(key)
         candidates, es_state = strategy.ask(ask_key, es_state, es_params)
-        returns = jax.vmap(runs.run, in_axes=(0, None, None))(candidates, train_levels, seeds)  # [C, L, S]
-        fitness = returns.mean(axis=(1, 2))
+        per_task = jnp.stack([
+            jax.vmap(task.runs.run, in_axes=(0, None, None))(candidates, task.levels, seeds).mean(axis=(1, 2))
+            for task in tasks
+        ])  # [T, C]: each task's returns [C, L, S] averaged over levels and seeds
+        fitness = combine_fitness(per_task)
         es_state, _ = strategy.tell(tell_key, candidates, -fitness, es_state, es_params)  # evosax minimises
-        return es_state, fitness
+        return es_state, per_task
 
     generation = jax.jit(generation)
     history = []
@@ -238,15 +282,23 @@ def discover(
         f"discovery: {d.generations} generations x {d.population_size} candidates x {len(train_names)} levels x "
         f"{d.seeds_per_candidate} seeds; each inner run {runs.env_steps} env steps ({runs.num_iterations} PPO iterations)"
     )
+    for task in tasks[1:]:
+        log(f"  also meta-training on {task.name}: {task.runs.env_steps} env steps ({task.runs.num_iterations} "
+            "PPO iterations) per inner run; fitness: centred rank averaged over the tasks")
     for index in range(d.generations):
         tick = time.perf_counter()
         seeds = jax.random.randint(jax.random.fold_in(seed_key, index), (d.seeds_per_candidate,), 0, 2**30)
-        es_state, fitness = generation(es_state, jax.random.fold_in(es_key, index), seeds)
-        fitness = np.asarray(fitness)
-        history.append(dict(generation=index, mean=float(fitness.mean()), best=float(fitness.max()),
-                            wall_time=time.perf_counter() - tick))
-        log(f"generation {index + 1}/{d.generations}: fitness mean {fitness.mean():.1f} best {fitness.max():.1f} "
-            f"({time.perf_counter() - tick:.1f} s)")
+        es_state, per_task = generation(es_state, jax.random.fold_in(es_key, index), seeds)
+        per_task = np.asarray(per_task)
+        # The first task's returns (mean and best) stay the headline, in its own units.
+        entry = dict(generation=index, mean=float(per_task[0].mean()), best=float(per_task[0].max()),
+                     wall_time=time.perf_counter() - tick)
+        if len(tasks) > 1:
+            entry["tasks"] = {task.name: dict(mean=float(row.mean()), best=float(row.max()))
+                              for task, row in zip(tasks, per_task)}
+        history.append(entry)
+        returns = "; ".join(f"{task.name} mean {row.mean():.2f} best {row.max():.2f}" for task, row in zip(tasks, per_task))
+        log(f"generation {index + 1}/{d.generations}: fitness {returns} ({time.perf_counter() - tick:.1f} s)")
     discovered = jax.tree.map(np.asarray, strategy.get_mean(es_state))
     if on_search_done is not None:
         on_search_done(discovered, history)
@@ -254,6 +306,7 @@ def discover(
     return DiscoveryResult(
         meta_params=discovered, fitness_history=history, test=measured["test"], train=measured["train"],
         wall_time=time.perf_counter() - start, config=config_to_dict(config), test_env=measured.get("test_env", {}),
+        train_envs=measured.get("train_envs", {}),
     )
 
 
@@ -278,38 +331,79 @@ def measure(config: ExperimentConfig, meta_params: dict, *, source: str = "confi
     for split, key in (("test", "meta_test_levels"), ("train", "meta_train_levels")):
         levels, names = make_levels(env, getattr(d, key), source, key)
         measured[split] = _compare(split, runs, ppo_runs, meta_params, levels, names, test_seeds, log)
+    for name, other in zip(d.meta_train_experiments, meta_train_experiments(config, source)):
+        measured.setdefault("train_envs", {})[name] = _compare_experiment(
+            f"meta-training env {other.env.id}", other, name, meta_params, test_seeds, source, log
+        )
     if d.meta_test_experiment:
         held_out = held_out_experiment(config, source)
-        held_out_env = make(held_out.env.id, **held_out.env.options)
-        levels, names = make_levels(held_out_env, {held_out.env.id: {}}, source, "meta_test_experiment")
-        measured["test_env"] = dict(
-            _compare(
-                f"held-out env {held_out.env.id}", make_inner_runs(inner_config(held_out, "learned", source)),
-                make_inner_runs(inner_config(held_out, "ppo_clip", source)), meta_params, levels, names, test_seeds, log,
-            ),
-            experiment=d.meta_test_experiment, env=held_out.env.id,
+        measured["test_env"] = _compare_experiment(
+            f"held-out env {held_out.env.id}", held_out, d.meta_test_experiment, meta_params, test_seeds, source, log
         )
     return measured
 
 
-def held_out_experiment(config: ExperimentConfig, source: str = "config") -> ExperimentConfig:
-    """The experiment named by ``meta.discovery.meta_test_experiment``, checked for discovery's
-    inner runs (single-agent PPO, population 1, no meta-controller); `ConfigError` in one line."""
+def _compare_experiment(split, experiment, name, meta_params, seeds, source, log) -> dict:
+    """`_compare` on another experiment's env at its default level, at its own sizes and budget."""
     from superlearner.registry import make
 
-    name = config.meta.discovery.meta_test_experiment
-    where = f"{source}: meta.discovery.meta_test_experiment={name!r}"
+    env = make(experiment.env.id, **experiment.env.options)
+    levels, names = make_levels(env, {experiment.env.id: {}}, source, "meta_test_experiment")
+    compared = _compare(
+        split, make_inner_runs(inner_config(experiment, "learned", source)),
+        make_inner_runs(inner_config(experiment, "ppo_clip", source)), meta_params, levels, names, seeds, log,
+    )
+    return dict(compared, experiment=name, env=experiment.env.id)
+
+
+def _other_experiment(config: ExperimentConfig, name: str, key: str, role: str, source: str) -> ExperimentConfig:
+    """The experiment ``name`` (``meta.discovery.<key>``), checked for discovery's inner runs:
+    single-agent PPO on another env than ``config``'s, population 1, no meta-controller."""
+    from superlearner.registry import make
+
+    where = f"{source}: meta.discovery.{key}={name!r}"
     try:
-        held_out = load_config(name)
+        other = load_config(name)
     except UserError as error:
         raise ConfigError(f"{where}: {error}") from None
-    if held_out.learner.kind != "ppo":
-        raise ConfigError(f"{where} trains learner.kind={held_out.learner.kind}; the held-out task must be a PPO experiment")
-    if make(held_out.env.id, **held_out.env.options).num_players != 1:
-        raise ConfigError(f"{where} is a {held_out.env.id} self-play experiment; the held-out task must be single-agent")
-    if held_out.env.id == config.env.id:
-        raise ConfigError(f"{where} trains on {held_out.env.id}, the meta-training env; held-out levels of it go in meta.discovery.meta_test_levels")
-    inner_config(held_out, "learned", where)
+    if other.learner.kind != "ppo":
+        raise ConfigError(f"{where} trains learner.kind={other.learner.kind}; {role} must be a PPO experiment")
+    if make(other.env.id, **other.env.options).num_players != 1:
+        raise ConfigError(f"{where} is a {other.env.id} self-play experiment; {role} must be single-agent")
+    if other.env.id == config.env.id:
+        levels_key = "meta_test_levels" if key == "meta_test_experiment" else "meta_train_levels"
+        raise ConfigError(f"{where} trains on {other.env.id}, the experiment's own env; levels of it go in meta.discovery.{levels_key}")
+    inner_config(other, "learned", where)
+    return other
+
+
+def meta_train_experiments(config: ExperimentConfig, source: str = "config") -> list[ExperimentConfig]:
+    """The experiments of ``meta.discovery.meta_train_experiments``, checked (see
+    `_other_experiment`; each env at most once); `ConfigError` in one line."""
+    names = config.meta.discovery.meta_train_experiments
+    others = [_other_experiment(config, name, "meta_train_experiments", "a meta-training task", source) for name in names]
+    seen = {}
+    for name, other in zip(names, others):
+        if other.env.id in seen:
+            raise ConfigError(
+                f"{source}: meta.discovery.meta_train_experiments names {seen[other.env.id]!r} and {name!r}, both on "
+                f"{other.env.id}; give each env once (its levels go in one experiment)"
+            )
+        seen[other.env.id] = name
+    return others
+
+
+def held_out_experiment(config: ExperimentConfig, source: str = "config") -> ExperimentConfig:
+    """The experiment named by ``meta.discovery.meta_test_experiment``, checked like a
+    meta-training one and on an env none of them trains on; `ConfigError` in one line."""
+    d = config.meta.discovery
+    held_out = _other_experiment(config, d.meta_test_experiment, "meta_test_experiment", "the held-out task", source)
+    for name, other in zip(d.meta_train_experiments, meta_train_experiments(config, source)):
+        if other.env.id == held_out.env.id:
+            raise ConfigError(
+                f"{source}: meta.discovery.meta_test_experiment={d.meta_test_experiment!r} trains on {held_out.env.id}, "
+                f"which meta_train_experiments already trains on ({name!r}); hold out an env the search never sees"
+            )
     return held_out
 
 
@@ -345,7 +439,8 @@ MEASURE_BATCH = 4
 def _run_in_batches(fn, params, levels, seeds) -> np.ndarray:
     """float[L, S]: ``fn(params, level[1], seeds[<= MEASURE_BATCH])`` level by level, seeds in batches."""
     compiled = jax.jit(fn)
-    num_levels = jax.tree.leaves(levels)[0].shape[0]
+    leaves = jax.tree.leaves(levels)
+    num_levels = leaves[0].shape[0] if leaves else 1  # an env without level parameters has one level
     rows = []
     for index in range(num_levels):
         level = jax.tree.map(lambda x: x[index : index + 1], levels)
@@ -377,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         check_discovery(config, args.experiment)
         d = config.meta.discovery
         extra = dict(experiment=config.name, env=config.env.id, meta_train_levels=list(d.meta_train_levels),
+                     meta_train_experiments=list(d.meta_train_experiments),
                      meta_test_levels=list(d.meta_test_levels), meta_test_experiment=d.meta_test_experiment)
         if args.measure:
             from superlearner.update_rules import read_rule_file
@@ -395,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
             header = dict(extra, test={rule: result.test[rule]["all"] for rule in ("discovered", "ppo_clip")})
             if result.test_env:
                 header["test_env"] = {rule: result.test_env[rule]["all"] for rule in ("discovered", "ppo_clip")}
+            for name, entry in result.train_envs.items():
+                header.setdefault("train_envs", {})[name] = {rule: entry[rule]["all"] for rule in ("discovered", "ppo_clip")}
             save_rule_file(out, result.meta_params, extra=header)
             report = result.as_dict()
     except UserError as error:

@@ -26,6 +26,7 @@ _BUILTIN: dict[str, str] = {
     "maze": "superlearner.envs.maze:Maze",
     "cartpole": "superlearner.envs.cartpole:CartPole",
     "acrobot": "superlearner.envs.acrobot:Acrobot",
+    "catch": "superlearner.envs.catch:Catch",
 }
 
 _registered: dict[str, Callable[..., Env]] = {}

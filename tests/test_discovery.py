@@ -47,7 +47,7 @@ def test_a_held_out_experiment_must_be_another_single_agent_ppo_task():
     for name, message in [
         ("tic_tac_toe_selfplay", "must be single-agent"),
         ("connect_four_alphazero", "must be a PPO experiment"),
-        ("cartpole_ppo", "the meta-training env"),
+        ("cartpole_ppo", "the experiment's own env"),
         ("maze_metagrad", "meta.kind none"),
         ("acrobot_ppp", "meta_test_experiment='acrobot_ppp'"),
     ]:
@@ -56,6 +56,32 @@ def test_a_held_out_experiment_must_be_another_single_agent_ppo_task():
             discovery.check_discovery(config)
         assert "\n" not in str(info.value)
     discovery.check_discovery(load_config("discover_drift", ["meta.discovery.meta_test_experiment=acrobot_ppo"]))
+
+
+def test_meta_training_experiments_are_checked_and_never_the_held_out_env():
+    base = ["meta.discovery.meta_test_experiment=acrobot_ppo"]
+    for value, message in [
+        ("[catch_ppo, catch_ppo]", "both on catch; give each env once"),
+        ("[acrobot_ppo]", "which meta_train_experiments already trains on"),
+        ("[tic_tac_toe_selfplay]", "a meta-training task must be single-agent"),
+        ("[cartpole_ppo]", "levels of it go in meta.discovery.meta_train_levels"),
+    ]:
+        config = load_config("discover_drift", base + [f"meta.discovery.meta_train_experiments={value}"])
+        with pytest.raises(ConfigError, match=message) as info:
+            discovery.check_discovery(config)
+        assert "\n" not in str(info.value)
+    discovery.check_discovery(load_config("discover_drift", base + ["meta.discovery.meta_train_experiments=[catch_ppo]"]))
+
+
+def test_centred_ranks_and_the_combined_fitness_of_several_tasks():
+    np.testing.assert_allclose(discovery.centred_ranks(jnp.array([3.0, -1.0, 10.0])), [0.0, -0.5, 0.5])
+    np.testing.assert_allclose(discovery.centred_ranks(jnp.array([7.0])), [0.0])
+    # One task: its own returns, in its own units.
+    np.testing.assert_allclose(discovery.combine_fitness(jnp.array([[1.0, 5.0, 2.0, 0.0]])), [1.0, 5.0, 2.0, 0.0])
+    # Two tasks on very different scales weigh the same: ranks [-1/6, 1/2, 1/6, -1/2] and
+    # [1/2, -1/2, 1/6, -1/6], averaged.
+    per_task = jnp.array([[1.0, 500.0, 2.0, 0.0], [-80.0, -400.0, -150.0, -200.0]])
+    np.testing.assert_allclose(discovery.combine_fitness(per_task), [1 / 6, 0.0, 1 / 6, -1 / 3], atol=1e-6)
 
 
 def test_the_held_out_experiment_trains_both_rules_on_its_own_env_with_the_same_seeds(tmp_path):
@@ -100,17 +126,32 @@ def test_learned_rule_at_its_start_trains_like_ppo_clip():
 
 
 @pytest.mark.slow
-def test_discovery_end_to_end_writes_a_loadable_rule(tmp_path, capsys):
+def test_discovery_end_to_end_over_two_envs_writes_a_loadable_rule(tmp_path, capsys):
+    extra = tmp_path / "tiny_catch.yaml"
+    extra.write_text(
+        "name: tiny_catch\nenv: {id: catch}\n"
+        "learner: {num_envs: 2, num_steps: 16, num_minibatches: 2, num_epochs: 1, hidden_sizes: [8]}\n"
+        "train: {total_env_steps: 128}\n"
+    )
     out = tmp_path / "rule.npz"
     args = ["discover_drift", "--out", str(out)]
-    for item in TINY:
+    for item in TINY + [f"meta.discovery.meta_train_experiments=[{extra}]"]:
         args += ["--set", item]
     assert discovery.main(args) == 0
     header, arrays = read_rule_file(out)
     assert header["rule"] == "learned" and header["hidden_size"] == 4
     assert header["extra"]["meta_test_levels"] == ["long_pole"]
+    assert header["extra"]["meta_train_experiments"] == [str(extra)]
     report = json.loads(out.with_suffix(".json").read_text())
-    assert len(report["fitness_history"]) == 1
+    (entry,) = report["fitness_history"]
+    # The search ranked every candidate on both envs; the headline stays the first env's return.
+    assert set(entry["tasks"]) == {"cartpole", "catch"}
+    assert entry["tasks"]["cartpole"]["mean"] == entry["mean"]
+    # Catch pays +1 or -1 once per 9-step episode; cartpole +1 per step.
+    assert -1.0 <= entry["tasks"]["catch"]["mean"] <= 1.0 < entry["tasks"]["cartpole"]["best"]
+    measured = report["train_envs"][str(extra)]
+    assert measured["env"] == "catch" and len(measured["ppo_clip"]["per_seed"]) == 2
+    assert set(header["extra"]["train_envs"][str(extra)]) == {"discovered", "ppo_clip"}
     for rule in ("discovered", "ppo_clip"):
         entry = report["test"][rule]["all"]
         assert entry["n"] == 2 and entry["low"] <= entry["mean"] <= entry["high"]
@@ -120,7 +161,8 @@ def test_discovery_end_to_end_writes_a_loadable_rule(tmp_path, capsys):
     from superlearner.config import validate_semantics
 
     validate_semantics(config)
-    assert "generation 1/1" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "generation 1/1" in printed and "also meta-training on catch" in printed
 
 
 def test_mean_and_ci95():
