@@ -208,10 +208,13 @@ class Task(NamedTuple):
 
 def centred_ranks(fitness: jax.Array) -> jax.Array:
     """float32[C]: the rank of each of the C fitness values scaled to [-0.5, 0.5] (the lowest
-    -0.5, the highest 0.5; 0 for a single candidate)."""
+    -0.5, the highest 0.5; 0 for a single candidate). Equal values share their mean rank, so a
+    task that many candidates solve alike ranks them alike instead of by chance."""
     count = fitness.shape[0]
-    ranks = jnp.argsort(jnp.argsort(fitness)).astype(jnp.float32)
-    return ranks / max(count - 1, 1) - (0.5 if count > 1 else 0.0)
+    below = (fitness[None, :] < fitness[:, None]).sum(axis=1)
+    equal = (fitness[None, :] == fitness[:, None]).sum(axis=1)
+    ranks = below + (equal - 1) / 2.0
+    return (ranks / max(count - 1, 1) - (0.5 if count > 1 else 0.0)).astype(jnp.float32)
 
 
 def combine_fitness(per_task: jax.Array) -> jax.Array:
@@ -420,14 +423,21 @@ def _compare(split, runs, ppo_runs, meta_params, levels, names, seeds, log) -> d
         entry["all"] = mean_and_ci95(returns.mean(axis=0))  # per seed, averaged over levels
         entry["per_seed"] = returns.mean(axis=0).tolist()
         measured[rule] = entry
-        per_level = ", ".join(f"{name} {entry[name]['mean']:.1f}" for name in names)
-        log(f"{split} {rule}: mean {entry['all']['mean']:.1f} 95% CI [{entry['all']['low']:.1f}, {entry['all']['high']:.1f}] "
-            f"over {seeds.shape[0]} seeds ({per_level}; {entry['wall_time']:.1f} s)")
+        per_level = ", ".join(f"{name} {_number(entry[name]['mean'])}" for name in names)
+        log(f"{split} {rule}: mean {_number(entry['all']['mean'])} 95% CI [{_number(entry['all']['low'])}, "
+            f"{_number(entry['all']['high'])}] over {seeds.shape[0]} seeds ({per_level}; {entry['wall_time']:.1f} s)")
     # Both rules train on the same seeds: the per-seed difference is a paired comparison.
     difference = np.subtract(measured["discovered"]["per_seed"], measured["ppo_clip"]["per_seed"])
     measured["discovered_minus_ppo_clip"] = pair = mean_and_ci95(difference)
-    log(f"{split} discovered - ppo_clip (paired): {pair['mean']:+.1f} 95% CI [{pair['low']:+.1f}, {pair['high']:+.1f}]")
+    log(f"{split} discovered - ppo_clip (paired): {_number(pair['mean'], '+')} 95% CI "
+        f"[{_number(pair['low'], '+')}, {_number(pair['high'], '+')}]")
     return measured
+
+
+def _number(value: float, sign: str = "") -> str:
+    """A return for the log: one decimal for large scales (cartpole, acrobot), three for small
+    ones (catch pays +1 or -1 per episode)."""
+    return f"{value:{sign}.1f}" if abs(value) >= 10 else f"{value:{sign}.3f}"
 
 
 # Runs per compiled call when measuring. On XLA's CPU backend (jax 0.10.2) the PPO-clip inner

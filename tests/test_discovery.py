@@ -76,6 +76,8 @@ def test_meta_training_experiments_are_checked_and_never_the_held_out_env():
 def test_centred_ranks_and_the_combined_fitness_of_several_tasks():
     np.testing.assert_allclose(discovery.centred_ranks(jnp.array([3.0, -1.0, 10.0])), [0.0, -0.5, 0.5])
     np.testing.assert_allclose(discovery.centred_ranks(jnp.array([7.0])), [0.0])
+    # Ties share their mean rank: ranks 0, 2, 2, 2 of 0..3 (the three 1.0s hold ranks 1, 2, 3).
+    np.testing.assert_allclose(discovery.centred_ranks(jnp.array([0.5, 1.0, 1.0, 1.0])), [-0.5, 1 / 6, 1 / 6, 1 / 6], rtol=1e-6)
     # One task: its own returns, in its own units.
     np.testing.assert_allclose(discovery.combine_fitness(jnp.array([[1.0, 5.0, 2.0, 0.0]])), [1.0, 5.0, 2.0, 0.0])
     # Two tasks on very different scales weigh the same: ranks [-1/6, 1/2, 1/6, -1/2] and

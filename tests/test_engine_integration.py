@@ -6,7 +6,6 @@ import jax
 import numpy as np
 
 from superlearner.agent import load_train_state
-from superlearner.checkpoint import Checkpointer
 from superlearner.config import config_from_dict
 from superlearner.engine import make_engine
 from superlearner.trainer import resume, train

@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from superlearner.config import config_from_dict
 from superlearner.engine import make_engine

@@ -1,11 +1,9 @@
 """Self-play rollouts: seats, perspective and signs, on real games."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import superlearner as sl
 from superlearner.config import config_from_dict, load_config
 from superlearner.engine import make_engine
 from superlearner.selfplay import collect_self_play, outcome_score
