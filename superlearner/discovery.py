@@ -423,21 +423,24 @@ def _compare(split, runs, ppo_runs, meta_params, levels, names, seeds, log) -> d
         entry["all"] = mean_and_ci95(returns.mean(axis=0))  # per seed, averaged over levels
         entry["per_seed"] = returns.mean(axis=0).tolist()
         measured[rule] = entry
-        per_level = ", ".join(f"{name} {_number(entry[name]['mean'])}" for name in names)
-        log(f"{split} {rule}: mean {_number(entry['all']['mean'])} 95% CI [{_number(entry['all']['low'])}, "
-            f"{_number(entry['all']['high'])}] over {seeds.shape[0]} seeds ({per_level}; {entry['wall_time']:.1f} s)")
+        stats = entry["all"]
+        mean, low, high = _numbers(stats["mean"], stats["low"], stats["high"])
+        per_level = ", ".join(f"{name} {_numbers(entry[name]['mean'])[0]}" for name in names)
+        log(f"{split} {rule}: mean {mean} 95% CI [{low}, {high}] over {seeds.shape[0]} seeds "
+            f"({per_level}; {entry['wall_time']:.1f} s)")
     # Both rules train on the same seeds: the per-seed difference is a paired comparison.
     difference = np.subtract(measured["discovered"]["per_seed"], measured["ppo_clip"]["per_seed"])
     measured["discovered_minus_ppo_clip"] = pair = mean_and_ci95(difference)
-    log(f"{split} discovered - ppo_clip (paired): {_number(pair['mean'], '+')} 95% CI "
-        f"[{_number(pair['low'], '+')}, {_number(pair['high'], '+')}]")
+    mean, low, high = _numbers(pair["mean"], pair["low"], pair["high"], sign="+")
+    log(f"{split} discovered - ppo_clip (paired): {mean} 95% CI [{low}, {high}]")
     return measured
 
 
-def _number(value: float, sign: str = "") -> str:
-    """A return for the log: one decimal for large scales (cartpole, acrobot), three for small
-    ones (catch pays +1 or -1 per episode)."""
-    return f"{value:{sign}.1f}" if abs(value) >= 10 else f"{value:{sign}.3f}"
+def _numbers(*values: float, sign: str = "") -> list[str]:
+    """Returns for the log, all with one decimal on large scales (cartpole, acrobot) and three on
+    small ones (catch pays +1 or -1 per episode), chosen by the largest of ``values``."""
+    digits = 1 if max(abs(value) for value in values) >= 10 else 3
+    return [f"{value:{sign}.{digits}f}" for value in values]
 
 
 # Runs per compiled call when measuring. On XLA's CPU backend (jax 0.10.2) the PPO-clip inner

@@ -60,6 +60,9 @@ class MetricsLog:
                         scalars[f"{group}/{name}/member_{member}"] = float(v)
         scalars["perf/steps_per_second"] = record.get("steps_per_second", 0.0)
         scalars["perf/env_steps"] = record.get("env_steps", 0)
+        # A metric undefined in this chunk (null in the file, e.g. a solve rate before any level
+        # was measured) is left out of the dashboards rather than drawn as NaN.
+        scalars = {name: value for name, value in scalars.items() if np.isfinite(value)}
         if self._tensorboard is not None:
             for name, value in scalars.items():
                 self._tensorboard.add_scalar(name, value, step)

@@ -37,6 +37,8 @@ def test_bad_discovery_configs_give_one_line_errors():
     assert "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="is empty"):
         discovery.make_levels(env, {}, "cfg", "meta_test_levels")
+    with pytest.raises(ConfigError, match="catch has no level parameters; give one level"):
+        discovery.make_levels(make("catch"), {"a": {}, "b": {}}, "cfg", "meta_train_levels")
     with pytest.raises(ConfigError, match="must be even"):
         discovery.check_discovery(config_from_dict({"meta": {"discovery": {"population_size": 3}}}))
     with pytest.raises(ConfigError, match="population_size 1"):

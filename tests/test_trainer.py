@@ -191,3 +191,30 @@ def test_the_best_checkpoint_is_found_again_after_reopening_and_resuming(tmp_pat
     resumed.close()
     final = Checkpointer(tmp_path, read_only=True)
     assert final.steps() == [2, 7, 8] and final.best_step() == 2
+
+
+def test_an_undefined_metric_is_null_in_the_file_and_left_out_of_the_dashboards(tmp_path):
+    from superlearner.logs import MetricsLog
+
+    class Board:
+        def __init__(self):
+            self.scalars = {}
+
+        def add_scalar(self, name, value, step):
+            self.scalars[name] = value
+
+        def flush(self):
+            pass
+
+        close = flush
+
+    log = MetricsLog(tmp_path, config_from_dict({"log": {"tensorboard": False}}))
+    log._tensorboard = board = Board()
+    log.write(iteration=3, env_steps=96, steps_per_second=1.0,
+              metrics={"solve_rate": np.array([np.nan, np.nan]), "loss": np.array([0.5, 1.5])})
+    log.close()
+    (record,) = read_metrics(tmp_path / "metrics.jsonl")
+    assert record["metrics"]["solve_rate"] == [None, None] and record["metrics"]["loss"] == [0.5, 1.5]
+    assert "metrics/solve_rate" not in board.scalars and "metrics/solve_rate/member_0" not in board.scalars
+    assert board.scalars["metrics/loss"] == 1.0 and board.scalars["metrics/loss/member_1"] == 1.5
+    assert all(np.isfinite(value) for value in board.scalars.values())
