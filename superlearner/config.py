@@ -544,14 +544,21 @@ def validate_semantics(config: ExperimentConfig, source: str = "config") -> None
     size = config.train.population_size
     meta = config.meta
     if meta.kind != "none" or meta.init_low or meta.init_high:
-        from superlearner.meta import PPO_HPARAM_SPECS
+        from superlearner.meta import CURRICULUM_HPARAM_SPECS, CURRICULUM_PREFIX, PPO_HPARAM_SPECS
 
-        known = [spec.name for spec in PPO_HPARAM_SPECS]
+        known = [spec.name for spec in PPO_HPARAM_SPECS + CURRICULUM_HPARAM_SPECS]
         for name in list(meta.adapt) + list(meta.init_low) + list(meta.init_high):
             if name not in known:
                 close = difflib.get_close_matches(str(name), known, n=1)
                 hint = f"; did you mean {close[0]}?" if close else ""
                 raise ConfigError(f"{source}: meta: unknown hyperparameter {name!r}{hint} Adaptable: {', '.join(known)}")
+            if str(name).startswith(CURRICULUM_PREFIX):
+                if config.curriculum.kind == "none":
+                    raise ConfigError(f"{source}: meta: {name} is a curriculum knob, but curriculum.kind is none; "
+                                      "set curriculum.kind (dr, plr, accel, sfl or lp) or drop it")
+                if name in meta.adapt and meta.kind != "pbt":
+                    raise ConfigError(f"{source}: meta.adapt: {name} is a curriculum knob, which only meta.kind pbt "
+                                      f"adapts (got meta.kind={meta.kind})")
         if set(meta.init_low) != set(meta.init_high):
             raise ConfigError(f"{source}: meta.init_low and meta.init_high must name the same hyperparameters")
         if meta.kind == "pbt" and size < 2:

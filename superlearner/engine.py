@@ -210,7 +210,11 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         hparams = initial_hparams(config)
         meta = {}
         if config.meta.init_low:
-            hparams = spread_hparams(config, hparams, jax.random.fold_in(key, 2))
+            hparams, curriculum_hparams = spread_hparams(
+                config, hparams, jax.random.fold_in(key, 2), curriculum.get("hparams")
+            )
+            if curriculum_hparams is not None:
+                curriculum = dict(curriculum, hparams=curriculum_hparams)
         if config.meta.kind != "none":
             meta = init_meta(config, jax.random.fold_in(key, 1), make_meta_controller(config, env, learner), hparams)
         return TrainState(
@@ -650,15 +654,23 @@ def _meta_specs(config: ExperimentConfig):
     return specs
 
 
-def spread_hparams(config: ExperimentConfig, hparams: PPOHparams, key: jax.Array) -> PPOHparams:
+def spread_hparams(config: ExperimentConfig, hparams: PPOHparams, key: jax.Array, curriculum_hparams=None):
     """Hyperparameters named in ``meta.init_low`` drawn per member in their ranges (uniform in
     the spec's unconstrained space: log-uniform for rates). The same draw with or without a
-    controller, so a population with and one without adaptation start alike."""
-    from superlearner.meta import sample_hparams, select_specs
+    controller, so a population with and one without adaptation start alike.
+
+    Returns ``(hparams, curriculum_hparams)``; names ``curriculum_<field>`` draw that field of
+    ``curriculum_hparams`` (None when the run has no curriculum, and then returned as None).
+    """
+    from superlearner.meta import joint_hparams, sample_hparams, select_specs, split_joint_hparams
 
     names = list(config.meta.init_low)
     specs = select_specs(names, **{n: (config.meta.init_low[n], config.meta.init_high[n]) for n in names})
-    return sample_hparams(key, specs, config.train.population_size, hparams)
+    size = config.train.population_size
+    if curriculum_hparams is None:
+        return sample_hparams(key, specs, size, hparams), None
+    joint = sample_hparams(key, specs, size, joint_hparams(hparams, curriculum_hparams))
+    return split_joint_hparams(joint, hparams, curriculum_hparams)
 
 
 def init_meta(config: ExperimentConfig, key: jax.Array, controller=None, hparams: PPOHparams | None = None) -> dict:
@@ -689,12 +701,17 @@ def meta_step(
     is the members' score against the fixed anchors, measured only when a step is due; other
     controllers read the recent mean return.
     """
-    from superlearner.meta import PopulationState, gather_members, push_returns, recent_mean
+    from superlearner.meta import (
+        PopulationState, gather_members, joint_hparams, push_returns, recent_mean, split_joint_hparams,
+    )
 
     meta = state.meta
     key, step_key = jax.random.split(jax.random.wrap_key_data(meta["rng"]))
     returns = push_returns(meta["returns"], episode_return)
-    population = PopulationState(learner=state.learner, hparams=state.hparams, rng=state.rng)
+    # PBT explores and copies the curriculum's knobs with the learner's (`curriculum_<field>`).
+    joint = config is not None and config.meta.kind == "pbt" and "hparams" in state.curriculum
+    hparams = joint_hparams(state.hparams, state.curriculum["hparams"]) if joint else state.hparams
+    population = PopulationState(learner=state.learner, hparams=hparams, rng=state.rng)
     if anchor_progress is not None:
         params, measure_key = state.learner.params, jax.random.fold_in(step_key, 1)
         progress = lambda: anchor_progress(params, measure_key)  # noqa: E731
@@ -719,8 +736,12 @@ def meta_step(
     league = gather_members(state.league, events.parent)
     curriculum = gather_members(state.curriculum, events.parent)
     stats = gather_members(state.episode_stats, events.parent)
+    hparams = population.hparams
+    if joint:  # the explored values, not only the parent's copied ones
+        hparams, curriculum_hparams = split_joint_hparams(hparams, state.hparams, state.curriculum["hparams"])
+        curriculum = dict(curriculum, hparams=curriculum_hparams)
     state = state.replace(
-        learner=population.learner, hparams=population.hparams, rng=population.rng,
+        learner=population.learner, hparams=hparams, rng=population.rng,
         env_state=env_state, env_params=env_params, league=league, curriculum=curriculum, episode_stats=stats,
         meta={"controller": ctrl, "returns": returns, "rng": jax.random.key_data(key)},
     )

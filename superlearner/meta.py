@@ -129,9 +129,47 @@ PPO_HPARAM_SPECS: tuple[HparamSpec, ...] = (
 """Default search space over `PPOHparams` (``adam_eps`` is left fixed; add
 ``HparamSpec("adam_eps", 1e-8, 1e-3, "log")`` to adapt it too)."""
 
+CURRICULUM_PREFIX = "curriculum_"
+"""A spec named ``curriculum_<field>`` adapts that field of the run's `CurriculumHparams`."""
+
+CURRICULUM_HPARAM_SPECS: tuple[HparamSpec, ...] = (
+    HparamSpec("curriculum_replay_prob", 0.0, 1.0, "affine"),
+    HparamSpec("curriculum_temperature", 1e-2, 10.0, "log"),
+    HparamSpec("curriculum_staleness_coef", 0.0, 1.0, "affine"),
+    HparamSpec("curriculum_fresh_ratio", 0.0, 1.0, "affine"),
+    HparamSpec("curriculum_lp_fast_rate", 1e-3, 1.0, "log"),
+    HparamSpec("curriculum_lp_slow_rate", 1e-4, 1.0, "log"),
+    HparamSpec("curriculum_lp_epsilon", 0.0, 1.0, "affine"),
+    HparamSpec("curriculum_lp_temperature", 1e-2, 10.0, "log"),
+)
+"""Search space over the curriculum's knobs (`superlearner.curriculum.CurriculumHparams`), for
+PBT in a run with a curriculum; `joint_hparams` puts them beside the PPO ones."""
+
+
+def joint_hparams(hparams: Any, curriculum_hparams: Any) -> dict:
+    """One dict of the learner's and the curriculum's hyperparameters (the latter's fields named
+    ``curriculum_<field>``), the form PBT explores and copies; `split_joint_hparams` undoes it."""
+    joint = {name: _get_field(hparams, name) for name in _field_names(hparams)}
+    for name in _field_names(curriculum_hparams):
+        joint[CURRICULUM_PREFIX + name] = _get_field(curriculum_hparams, name)
+    return joint
+
+
+def split_joint_hparams(joint: Mapping, hparams: Any, curriculum_hparams: Any) -> tuple[Any, Any]:
+    """``(hparams, curriculum_hparams)`` with the values of ``joint`` (see `joint_hparams`),
+    in the structures of the two given."""
+    learner = {name: joint[name] for name in _field_names(hparams)}
+    curriculum = {name: joint[CURRICULUM_PREFIX + name] for name in _field_names(curriculum_hparams)}
+    return _with_fields(hparams, learner), _with_fields(curriculum_hparams, curriculum)
+
+
+def _with_fields(tree: Any, values: dict) -> Any:
+    return dict(tree, **values) if isinstance(tree, Mapping) else tree.replace(**values)
+
 
 def select_specs(
-    names: Sequence[str], specs: Sequence[HparamSpec] = PPO_HPARAM_SPECS, **bounds: tuple[float, float]
+    names: Sequence[str], specs: Sequence[HparamSpec] = PPO_HPARAM_SPECS + CURRICULUM_HPARAM_SPECS,
+    **bounds: tuple[float, float],
 ) -> tuple[HparamSpec, ...]:
     """The specs named ``names`` (in that order), with bounds overridden by ``name=(low, high)``.
 

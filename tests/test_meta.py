@@ -561,3 +561,70 @@ def test_return_history_ring_keeps_the_last_window_in_order():
     np.testing.assert_allclose(learning_progress(values, valid), [6.0, -1.0], rtol=1e-6)
     np.testing.assert_allclose(recent_mean(history), [28.0 / 3.0, -1.5], rtol=1e-6)
     assert np.isnan(recent_mean(init_return_history(1, 3))).all()
+
+
+def test_joint_hparams_round_trip_and_name_the_curriculum_knobs():
+    from superlearner.curriculum import CurriculumHparams
+    from superlearner.meta import joint_hparams, split_joint_hparams
+
+    ppo, curriculum = BASE, CurriculumHparams.from_values(temperature=0.7)
+    joint = joint_hparams(ppo, curriculum)
+    assert float(joint["learning_rate"]) == pytest.approx(float(BASE.learning_rate)) and float(joint["curriculum_temperature"]) == pytest.approx(0.7)
+    joint = dict(joint, learning_rate=jnp.float32(1e-3), curriculum_temperature=jnp.float32(2.0))
+    new_ppo, new_curriculum = split_joint_hparams(joint, ppo, curriculum)
+    assert float(new_ppo.learning_rate) == pytest.approx(1e-3) and float(new_curriculum.temperature) == 2.0
+    assert float(new_curriculum.replay_prob) == float(curriculum.replay_prob) and float(new_ppo.gamma) == float(ppo.gamma)
+
+
+def test_pbt_explores_and_copies_the_curriculum_knobs_the_sampler_reads():
+    """The engine's PBT step on a maze run with robust PLR: the knobs live in the curriculum
+    state (the sampler's only source), are drawn per member at the start, and an exploited
+    member gets its parent's knobs moved by explore, while the parent keeps its own."""
+    from superlearner.config import load_config
+    from superlearner.engine import initial_state, make_engine, make_meta_controller, meta_step
+
+    overrides = [
+        "learner.memory=none", "learner.num_envs=4", "learner.num_steps=16", "learner.num_minibatches=1",
+        "learner.num_epochs=1", "learner.hidden_sizes=[8]", "curriculum.capacity=16", "train.population_size=2",
+        "meta.kind=pbt", "meta.adapt=[curriculum_temperature, curriculum_replay_prob]",
+        "meta.init_low={curriculum_temperature: 0.05}", "meta.init_high={curriculum_temperature: 5.0}",
+        "meta.interval=1", "meta.ready_iterations=0", "meta.truncation_fraction=0.5", "meta.progress_window=1",
+        "train.total_env_steps=1024",
+    ]
+    config = load_config("maze_plr", overrides)
+    engine = make_engine(config)
+    start = initial_state(engine, 0)
+    temperature = np.asarray(start.curriculum["hparams"].temperature)
+    assert temperature.shape == (2,) and temperature[0] != temperature[1]
+    assert np.all((0.05 <= temperature) & (temperature <= 5.0))  # drawn log-uniform in the range
+    np.testing.assert_allclose(np.asarray(start.curriculum["hparams"].replay_prob), [0.8, 0.8])
+    controller = make_meta_controller(config, engine.env)
+    # Member 0 returns more, so member 1 (the worst half) becomes a copy of it.
+    state, metrics = meta_step(controller, start, jnp.array([1.0, 0.0]), config=config)
+    np.testing.assert_array_equal(np.asarray(metrics["meta_exploited"]), [0.0, 1.0])
+    np.testing.assert_array_equal(np.asarray(metrics["meta_parent"]), [0.0, 0.0])
+    knobs = state.curriculum["hparams"]
+    new_temperature, new_replay = np.asarray(knobs.temperature), np.asarray(knobs.replay_prob)
+    # Explore moves a copied value by log(1.25) in unconstrained space: a log knob is multiplied
+    # or divided by 1.25, an affine one in [0, 1] moves by 0.223 (and is clipped to 1).
+    assert np.isclose(new_temperature[1], temperature[0] * 1.25, rtol=1e-5) or np.isclose(
+        new_temperature[1], temperature[0] / 1.25, rtol=1e-5)
+    assert np.isclose(new_replay[1], 1.0) or np.isclose(new_replay[1], 0.8 - np.log(1.25), rtol=1e-5)
+    assert new_temperature[0] == temperature[0] and new_replay[0] == np.float32(0.8)
+    # The level buffer is copied with them, and the learner's hparams are untouched.
+    for leaf in jax.tree.leaves(state.curriculum["buffer"]):
+        np.testing.assert_array_equal(np.asarray(leaf[1]), np.asarray(leaf[0]))
+    np.testing.assert_array_equal(np.asarray(state.hparams.learning_rate), np.asarray(start.hparams.learning_rate))
+
+
+def test_curriculum_knobs_need_a_curriculum_and_pbt():
+    from superlearner.config import load_config, validate_semantics
+    from superlearner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="curriculum_temperature is a curriculum knob, but curriculum.kind is none"):
+        validate_semantics(load_config("cartpole_pbt", ["meta.adapt=[learning_rate, curriculum_temperature]"]))
+    with pytest.raises(ConfigError, match="which only meta.kind pbt adapts"):
+        validate_semantics(load_config("maze_metagrad", ["meta.adapt=[learning_rate, curriculum_replay_prob]"]))
+    with pytest.raises(ConfigError, match="did you mean curriculum_temperature"):
+        validate_semantics(load_config("maze_plr_pbt", ["meta.adapt=[curriculum_temprature]"]))
+    validate_semantics(load_config("maze_plr_pbt", ["meta.adapt=[learning_rate, curriculum_temperature]"]))
