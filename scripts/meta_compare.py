@@ -3,6 +3,7 @@
     python scripts/meta_compare.py pbt [--seeds 0 1 2] [--steps 500000] [--out DIR]
     python scripts/meta_compare.py metagrad [--seeds 0 1 2] [--steps 150000] [--out DIR]
     python scripts/meta_compare.py selfplay [--seeds 0 1 2] [--steps 500000] [--out DIR]
+    python scripts/meta_compare.py maze [--seeds 0 1 2] [--steps 2500000] [--out DIR]
 
 ``pbt``: the `cartpole_pbt` preset (8 members, learning rates log-uniform in [1e-5, 1e-1]) and
 `cartpole_population` (the same start without adaptation). ``metagrad``: `cartpole_metagrad`
@@ -11,7 +12,12 @@
 evaluated greedily (``--episodes`` episodes each). ``selfplay``: `connect_four_pbt` (8 self-play
 members ranked by their score against the arena anchors) and `connect_four_population` (the
 same start without adaptation); every member of every final state plays 400 greedy games
-against each anchor, and the member with the best mean score is each run's best. The script
+against each anchor, and the member with the best mean score is each run's best. ``maze``:
+`maze_plr_pbt` (4 robust-PLR members, PBT on the learning rate, entropy coefficient and the
+curriculum's replay probability and temperature) and the same start with ``meta.kind=none``; the
+member `load_agent` picks (the highest recent training return) is measured as
+`scripts/curriculum_compare.py` measures a run (actions sampled; the named held-out mazes, 1000
+sampled mazes and their worst 10% and 1%). The script
 prints one JSON line per run and a markdown table with means and 95% confidence intervals
 (Student t) over seeds.
 """
@@ -41,8 +47,9 @@ VARIANTS = {
     "pbt": {"pbt": ("cartpole_pbt", []), "no adaptation": ("cartpole_population", [])},
     "metagrad": {"metagrad": ("cartpole_metagrad", []), "fixed": ("cartpole_metagrad", ["meta.kind=none"])},
     "selfplay": {"pbt": ("connect_four_pbt", []), "no adaptation": ("connect_four_population", [])},
+    "maze": {"pbt": ("maze_plr_pbt", []), "no adaptation": ("maze_plr_pbt", ["meta.kind=none"])},
 }
-DEFAULT_STEPS = {"pbt": 500_000, "metagrad": 150_000, "selfplay": 500_000}
+DEFAULT_STEPS = {"pbt": 500_000, "metagrad": 150_000, "selfplay": 500_000, "maze": 2_500_000}
 ANCHOR_GAMES = 400  # per member and anchor in the final measurement of a self-play study
 
 
@@ -116,6 +123,15 @@ def run_one(study: str, variant: str, seed: int, steps: int, out: Path, episodes
             **{f"best_vs_{spec}": float(values[best]) for spec, values in scores.items()},
             final_hparams=final_hparams,
         )
+    if study == "maze":
+        from curriculum_compare import evaluate_run  # scripts/ is on the path of a script
+
+        measured = evaluate_run(run_dir, num_sampled=1000)
+        return dict(
+            study=study, variant=variant, seed=seed, env_steps=result.env_steps, wall_s=round(wall, 1),
+            **{key: measured[key] for key in ("named", "sampled", "cvar10", "cvar1")},
+            train_return_final=float(np.mean(result.last_metrics["episode_return"])), final_hparams=final_hparams,
+        )
     greedy = evaluate_members(run_dir, episodes)
     # The logged training return (the stochastic policy), averaged over members and over every
     # chunk of the run: higher means it learned sooner.
@@ -138,12 +154,14 @@ TABLE_COLUMNS = {
     "selfplay": [("best member, mean score over the anchors", "best_anchor_mean"),
                  ("best member vs random", "best_vs_random"), ("best member vs minimax:2", "best_vs_minimax:2"),
                  ("median member, mean over the anchors", "median_anchor_mean")],
+    "maze": [("named held-out mazes", "named"), ("sampled mazes", "sampled"), ("CVaR 10%", "cvar10"),
+             ("CVaR 1%", "cvar1"), ("training return, end", "train_return_final")],
 }
 
 
 def table(study: str, runs: list[dict]) -> str:
     columns = TABLE_COLUMNS[study]
-    digits = 3 if study == "selfplay" else 1  # scores in [0, 1] against returns in the hundreds
+    digits = 3 if study in ("selfplay", "maze") else 1  # rates in [0, 1] against returns in the hundreds
     rows = ["| variant | seeds | " + " | ".join(header for header, _ in columns) + " |",
             "|---|---:|" + "---:|" * len(columns)]
     for variant in VARIANTS[study]:

@@ -556,7 +556,7 @@ def validate_semantics(config: ExperimentConfig, source: str = "config") -> None
                 if config.curriculum.kind == "none":
                     raise ConfigError(f"{source}: meta: {name} is a curriculum knob, but curriculum.kind is none; "
                                       "set curriculum.kind (dr, plr, accel, sfl or lp) or drop it")
-                if name in meta.adapt and meta.kind != "pbt":
+                if name in meta.adapt and meta.kind not in ("pbt", "none"):
                     raise ConfigError(f"{source}: meta.adapt: {name} is a curriculum knob, which only meta.kind pbt "
                                       f"adapts (got meta.kind={meta.kind})")
         if set(meta.init_low) != set(meta.init_high):

@@ -628,3 +628,4 @@ def test_curriculum_knobs_need_a_curriculum_and_pbt():
     with pytest.raises(ConfigError, match="did you mean curriculum_temperature"):
         validate_semantics(load_config("maze_plr_pbt", ["meta.adapt=[curriculum_temprature]"]))
     validate_semantics(load_config("maze_plr_pbt", ["meta.adapt=[learning_rate, curriculum_temperature]"]))
+    validate_semantics(load_config("maze_plr_pbt", ["meta.kind=none"]))  # the same start, not adapted
