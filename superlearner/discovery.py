@@ -253,9 +253,8 @@ def discover(
     make_levels(env, d.meta_test_levels, source, "meta_test_levels")  # checked before the search
     runs = make_inner_runs(learned_config, train_names)
     tasks = [Task(config.env.id, runs, train_levels)]
-    for name, other in zip(d.meta_train_experiments, meta_train_experiments(config, source)):
-        other_env = make(other.env.id, **other.env.options)
-        levels, names = make_levels(other_env, {other.env.id: {}}, source, "meta_train_experiments")
+    for other in meta_train_experiments(config, source):
+        levels, names = _default_level(other)
         tasks.append(Task(other.env.id, make_inner_runs(inner_config(other, "learned", source), names), levels))
 
     key = jax.random.key(config.train.seed)
@@ -348,15 +347,20 @@ def measure(config: ExperimentConfig, meta_params: dict, *, source: str = "confi
 
 def _compare_experiment(split, experiment, name, meta_params, seeds, source, log) -> dict:
     """`_compare` on another experiment's env at its default level, at its own sizes and budget."""
-    from superlearner.registry import make
-
-    env = make(experiment.env.id, **experiment.env.options)
-    levels, names = make_levels(env, {experiment.env.id: {}}, source, "meta_test_experiment")
+    levels, names = _default_level(experiment)
     compared = _compare(
         split, make_inner_runs(inner_config(experiment, "learned", source)),
         make_inner_runs(inner_config(experiment, "ppo_clip", source)), meta_params, levels, names, seeds, log,
     )
     return dict(compared, experiment=name, env=experiment.env.id)
+
+
+def _default_level(experiment: ExperimentConfig):
+    """``(levels, names)``: the experiment env's default level as one level named by the env."""
+    from superlearner.registry import make
+
+    env = make(experiment.env.id, **experiment.env.options)
+    return jax.tree.map(lambda x: jnp.stack([x]), env.default_params), (env.id,)
 
 
 def _other_experiment(config: ExperimentConfig, name: str, key: str, role: str, source: str) -> ExperimentConfig:
