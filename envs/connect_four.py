@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from superlearner.env import Env, State, check_option
+from superlearner.env import Env, State, Symmetries, check_option
 
 _WORD_BITS = 32
 _MIN_SIZE, _MAX_SIZE = 4, 12
@@ -124,6 +124,12 @@ class ConnectFour(Env):
         r = np.arange(self.rows)[:, None]
         c = np.arange(self.columns)[None, :]
         self._cell_positions = c * height + (self.rows - 1 - r)
+        # The mirror image (columns reversed) of a position is worth the same.
+        grid = np.arange(self.rows * self.columns).reshape(self.rows, self.columns)
+        self.symmetries = Symmetries(
+            cells=np.stack([grid.reshape(-1), grid[:, ::-1].reshape(-1)]).astype(np.int32),
+            actions=np.stack([np.arange(self.columns), np.arange(self.columns)[::-1]]).astype(np.int32),
+        )
 
     # ----------------------------------------------------------------------------------------
     # Rules.

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from superlearner.env import Env, State
+from superlearner.env import Env, State, dihedral_symmetries
 from superlearner.errors import UserError
 
 _PASS = 64
@@ -183,6 +183,8 @@ class Othello(Env):
         self.num_players = 2
         self.num_actions = 65
         self.observation_shape = (8, 8, 2)
+        # The rules are the same under the 8 rotations and reflections of the board.
+        self.symmetries = dihedral_symmetries(8, self.num_actions)
 
     # ----------------------------------------------------------------------------------------
     # Rules.

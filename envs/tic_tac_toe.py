@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from superlearner.env import Env, State
+from superlearner.env import Env, State, dihedral_symmetries
 
 # The eight winning lines as 9-bit masks over the row-major cells.
 _LINES = jnp.array(
@@ -50,6 +50,7 @@ class TicTacToe(Env):
         self.num_players = 2
         self.num_actions = 9
         self.observation_shape = (3, 3, 2)
+        self.symmetries = dihedral_symmetries(3)
 
     def _reset(self, key, params) -> TicTacToeState:
         del key, params

@@ -24,10 +24,11 @@ once, for all of them:
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from superlearner.errors import UserError
@@ -65,6 +66,63 @@ class NoParams:
     """The params of an env that has no per-level settings."""
 
 
+class Symmetries(NamedTuple):
+    """The symmetries of a board game: re-labellings of the board's cells that change neither the
+    rules nor the value of a position (connect four's mirror, the eight of a square board).
+
+    Index 0 is the identity. Transformation ``s`` maps a position to the one whose cell ``j`` holds
+    what cell ``cells[s, j]`` held, and an array over actions (a legal-action mask, a policy) to
+    the one whose entry ``j`` is entry ``actions[s, j]`` of the original. Cells are numbered
+    row-major over the first two axes of the observation ``[H, W, ...]``.
+
+    Attributes:
+      cells: int32[S, H * W] (NumPy), a permutation per symmetry.
+      actions: int32[S, A] (NumPy), the same permutation on actions (moves that name a cell move
+        with it; others, such as a pass, stay).
+    """
+
+    cells: np.ndarray
+    actions: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.cells.shape[0])
+
+
+def dihedral_symmetries(size: int, num_actions: int | None = None) -> Symmetries:
+    """The 8 symmetries of a ``size`` x ``size`` board (rotations and reflections). Actions
+    ``0..size*size-1`` name cells row-major; any further actions (a pass) are left in place."""
+    num_actions = size * size if num_actions is None else num_actions
+    grid = np.arange(size * size).reshape(size, size)
+    views = [grid, np.rot90(grid, 1), np.rot90(grid, 2), np.rot90(grid, 3)]
+    views += [np.fliplr(view) for view in views]
+    cells = np.stack([view.reshape(-1) for view in views]).astype(np.int32)
+    extra = np.arange(size * size, num_actions)
+    actions = np.stack([np.concatenate([row, extra]) for row in cells]).astype(np.int32)
+    return Symmetries(cells=cells, actions=actions)
+
+
+def apply_symmetry(symmetries: Symmetries, index: Array, observation: Array, *action_arrays: Array) -> tuple:
+    """A batch of positions under one symmetry each.
+
+    Args:
+      symmetries: the env's `Symmetries` (S of them).
+      index: int32[B], the symmetry of each position (0 leaves it as it is); may be traced.
+      observation: ``[B, H, W, ...]``.
+      *action_arrays: arrays ``[B, A]`` over actions (masks, policies).
+
+    Returns:
+      ``(observation, *action_arrays)`` transformed, same shapes and dtypes.
+    """
+    cells = jnp.asarray(symmetries.cells)[index]  # [B, H*W]
+    batch, height, width = observation.shape[:3]
+    flat = observation.reshape((batch, height * width) + observation.shape[3:])
+    gather = cells.reshape(cells.shape + (1,) * (flat.ndim - 2))
+    moved = jnp.take_along_axis(flat, gather, axis=1).reshape(observation.shape)
+    actions = jnp.asarray(symmetries.actions)[index]  # [B, A]
+    return (moved,) + tuple(jnp.take_along_axis(values, actions, axis=1) for values in action_arrays)
+
+
 def tree_select(pred: Array, on_true: Any, on_false: Any) -> Any:
     """Elementwise ``pred ? on_true : on_false`` over two pytrees of the same structure.
 
@@ -89,6 +147,9 @@ class Env(abc.ABC):
     reward_threshold: float | None = None
     # Two-player games whose rewards always sum to zero (the league and the search rely on it).
     zero_sum: ClassVar[bool] = False
+    # Board symmetries (`Symmetries`) a learner may use to augment its data; None when the game
+    # has none or does not declare them.
+    symmetries: Symmetries | None = None
 
     # ----------------------------------------------------------------------------------------
     # Public, pure API.

@@ -6,7 +6,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from superlearner.env import Env, State
+from superlearner.env import Env, State, apply_symmetry
 from superlearner.wrappers import step_auto_reset
 
 
@@ -49,7 +49,8 @@ def check_env(env: Env, *, num_envs: int = 16, num_steps: int | None = None, see
     non-empty legal masks in live states; rewards only on steps, zero after the end; finished
     states are absorbing; the same key gives the same trajectory; jit equals eager; ``observe``
     works for every player and matches ``observation`` for the player to move; illegal actions
-    end the game with the mover losing; auto-reset starts fresh episodes.
+    end the game with the mover losing; auto-reset starts fresh episodes; declared symmetries
+    (`check_symmetries`) commute with the rules.
     """
     if not env.id or not isinstance(env.id, str):
         _fail(env, "id must be a non-empty string")
@@ -147,6 +148,69 @@ def check_env(env: Env, *, num_envs: int = 16, num_steps: int | None = None, see
         _fail(env, "auto-reset did not start a fresh episode after the end")
     if np.any(np.asarray(nexts.terminated | nexts.truncated)):
         _fail(env, "auto-reset returned a finished state")
+
+    if env.symmetries is not None:
+        check_symmetries(env, num_games=num_envs, num_steps=num_steps, seed=seed)
+
+
+def check_symmetries(env: Env, *, num_games: int = 16, num_steps: int = 64, seed: int = 0) -> int:
+    """Checks ``env.symmetries``; returns how many symmetries were checked against the rules.
+
+    Each must be a permutation of the cells and of the actions, the first the identity. Every
+    symmetry that leaves the start position as it is must commute with the rules: playing the
+    transformed moves of a random game gives, at every step, the transformed observation and
+    legal-action mask and the same rewards and ends. (A symmetry that moves the start position,
+    such as othello's mirror, can only be checked from positions built by hand.)
+    """
+    sym = env.symmetries
+    cells, actions = np.asarray(sym.cells), np.asarray(sym.actions)
+    height, width = env.observation_shape[:2]
+    if cells.ndim != 2 or cells.shape[1] != height * width or actions.shape != (cells.shape[0], env.num_actions):
+        _fail(env, f"symmetries have shapes {cells.shape} and {actions.shape}, expected [S, {height * width}] and [S, {env.num_actions}]")
+    for name, table in (("cells", cells), ("actions", actions)):
+        if np.any(np.sort(table, axis=1) != np.arange(table.shape[1])):
+            _fail(env, f"symmetries.{name} has a row that is not a permutation")
+        if np.any(table[0] != np.arange(table.shape[1])):
+            _fail(env, f"symmetries.{name}[0] is not the identity")
+
+    keys = jax.random.split(jax.random.key(seed + 1), num_games)
+    start = env.reset(keys[0])
+
+    def transformed(index, state):
+        index = jnp.full(state.current_player.shape, index, jnp.int32)
+        return apply_symmetry(sym, index, state.observation, state.legal_action_mask)
+
+    fixing = [
+        s for s in range(sym.size)
+        if _trees_equal(transformed(s, jax.tree.map(lambda x: x[None], start)),
+                        (start.observation[None], start.legal_action_mask[None]))
+    ]
+    states, moves = jax.jit(jax.vmap(lambda k: rollout(env, k, num_steps)))(keys)
+    for s in fixing:
+        # Original action a is played as b with actions[s, b] == a.
+        inverse = np.argsort(actions[s]).astype(np.int32)
+
+        def replay(key, played):
+            reset_key, play_key = jax.random.split(key)
+            state = env.reset(reset_key)
+
+            def body(state, step):
+                action, step_key = step
+                action_key, env_key = jax.random.split(step_key)
+                del action_key
+                next_state = env.step(state, jnp.asarray(inverse)[action], env_key)
+                return next_state, state
+
+            return jax.lax.scan(body, state, (played, jax.random.split(play_key, num_steps)))[1]
+
+        mirrored = jax.jit(jax.vmap(replay))(keys, moves)
+        flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
+        want_obs, want_mask = transformed(s, jax.tree.map(flat, states))
+        if not _trees_equal((flat(mirrored.observation), flat(mirrored.legal_action_mask)), (want_obs, want_mask)):
+            _fail(env, f"symmetry {s}: the transformed moves do not give the transformed positions")
+        if not _trees_equal((mirrored.rewards, mirrored.terminated), (states.rewards, states.terminated)):
+            _fail(env, f"symmetry {s}: the transformed game has other rewards or ends")
+    return len(fixing)
 
 
 def _check_fields(env: Env, states: State, leading: tuple[int, ...]) -> None:

@@ -41,7 +41,7 @@ import optax
 from flax import nnx, struct
 
 from superlearner.config import field
-from superlearner.env import Env, State, check_option
+from superlearner.env import Env, State, apply_symmetry, check_option
 from superlearner.errors import UserError
 from superlearner.networks import masked_logits
 from superlearner.wrappers import step_auto_reset
@@ -71,11 +71,15 @@ class AlphaZeroSettings:
     min_replay_size: int = field(1024, "sampleable positions needed before SGD steps are applied", low=1)
     channels: int = field(32, "width of the residual tower (conv channels, or MLP units)", low=1)
     num_blocks: int = field(3, "residual blocks in the tower", low=0)
+    symmetry_augmentation: bool = field(True, "train each sampled position in a random one of the env's symmetries")
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is None and f.name == "max_depth":
+                continue
+            if f.name == "symmetry_augmentation":
+                check_option("alphazero", f.name, value, bool)
                 continue
             check_option("alphazero", f.name, value, int, f.metadata.get("low"), f.metadata.get("high"))
         if self.min_replay_size > self.replay_capacity:
@@ -226,6 +230,7 @@ class AlphaZero(NamedTuple):
     search: Callable[..., mctx.PolicyOutput]
     act: Callable[..., Array]
     act_raw: Callable[..., Array]
+    augment: Callable[[Positions, Array], Positions]
     loss: Callable[..., tuple[Array, dict]]
     graphdef: Any
     settings: AlphaZeroSettings
@@ -745,10 +750,30 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
         )
         return total, metrics
 
+    symmetries = env.symmetries if s.symmetry_augmentation else None
+
+    def augment(batches: Positions, key: Array) -> Positions:
+        """Every position of ``batches`` (any leading axes) in a uniformly drawn symmetry of the
+        env, the identity included: the same rules and value, so a free copy of the data
+        (AlphaGo Zero's augmentation). Unchanged when augmentation is off or the env declares no
+        symmetries. ``key`` is consumed."""
+        if symmetries is None or symmetries.size == 1:
+            return batches
+        flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), batches)
+        index = jax.random.randint(key, flat.player.shape, 0, symmetries.size)
+        observation, mask, policy = apply_symmetry(
+            symmetries, index, flat.observation, flat.legal_action_mask, flat.policy_target
+        )
+        flat = flat.replace(observation=observation, legal_action_mask=mask, policy_target=policy)
+        return jax.tree.map(lambda x, like: x.reshape(like.shape), flat, batches)
+
     def train(state: AlphaZeroState, hparams: AlphaZeroHparams, key: Array):
-        """``num_updates`` SGD steps on minibatches sampled from the buffer; applied only once it
-        holds ``min_replay_size`` sampleable positions."""
-        batches, count = replay_sample(state.buffer, key, (s.num_updates, s.batch_size))
+        """``num_updates`` SGD steps on minibatches sampled from the buffer (each position in a
+        random symmetry when augmenting); applied only once the buffer holds
+        ``min_replay_size`` sampleable positions."""
+        sample_key, symmetry_key = jax.random.split(key)
+        batches, count = replay_sample(state.buffer, sample_key, (s.num_updates, s.batch_size))
+        batches = augment(batches, symmetry_key)
         ready = count >= s.min_replay_size
         tx = optimizer(hparams)
 
@@ -821,6 +846,7 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
         search=search,
         act=act,
         act_raw=act_raw,
+        augment=augment,
         loss=loss,
         graphdef=graphdef,
         settings=settings,
