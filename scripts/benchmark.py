@@ -30,6 +30,8 @@ import dataclasses
 import datetime
 import importlib.metadata
 import importlib.util
+import json
+import math
 import os
 import platform
 import shlex
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
+import numpy as np
 
 import superlearner as sl
 from superlearner.testing import random_legal_action
@@ -319,9 +322,14 @@ def _preset_config(preset: str, overrides: dict):
     return config_from_dict(raw, source=preset)
 
 
-def _chunk_throughput(preset: str, overrides: dict, iterations: int, repeats: int, num_devices: int | None = None) -> dict:
+def _chunk_throughput(preset: str, overrides: dict, iterations: int, repeats: int, num_devices: int | None = None,
+                      warmup_chunks: int = 0) -> dict:
     """Env steps per second of ``iterations`` train iterations of ``preset`` (one compiled chunk,
     compile timed apart, best of ``repeats`` calls), without the host loop's logging.
+
+    With ``warmup_chunks``, that many chunks run first and each timed chunk continues from the
+    last (a curriculum's buffer then holds what a run's would at that point, so its replay and
+    training steps are in the timed window); otherwise every call starts from the initial state.
 
     With ``num_devices``, the state lives on a (pop, data) mesh of the first that many devices,
     laid out as `superlearner train` would (the result then also names the mesh).
@@ -347,15 +355,20 @@ def _chunk_throughput(preset: str, overrides: dict, iterations: int, repeats: in
     with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
         compiled = chunk.lower(state, iterations).compile()
     compile_seconds = time.perf_counter() - start
-    jax.block_until_ready(compiled(state))
+    warmed, _ = jax.block_until_ready(compiled(state))
+    for _ in range(warmup_chunks - 1):
+        warmed, _ = jax.block_until_ready(compiled(warmed))
+    start_state = warmed if warmup_chunks > 0 else state
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        jax.block_until_ready(compiled(state))
+        out, _ = jax.block_until_ready(compiled(start_state))
         best = min(best, time.perf_counter() - start)
+        if warmup_chunks > 0:
+            start_state = out
     steps = iterations * engine.env_steps_per_iteration * config.train.population_size
     return dict(config=config, engine=engine, compile=compile_seconds, seconds=best, rate=steps / best, steps=steps,
-                mesh=None if shape is None else str(shape))
+                mesh=None if shape is None else str(shape), state=start_state)
 
 
 # PureJaxRL's PPO settings for CartPole-v1 (its ppo.py's __main__ block, without the debug prints).
@@ -427,16 +440,20 @@ print(json.dumps({k: result[k] for k in ("with_compile", "without_compile", "fin
 def _run_driver(driver: str, *argv: str, env: dict | None = None, timeout: float = 1800.0,
                 python: str = sys.executable) -> dict:
     """Runs a driver program in a fresh process of ``python`` (with ``env``, default: this
-    one's); returns the JSON of its last line. A driver still running after ``timeout`` seconds is
-    killed and reported, so one stuck measurement never stalls the whole suite."""
-    import json
+    one's); returns the JSON of its last line (see `_run_command`)."""
+    return _run_command([python, "-c", driver, *argv], env=env, timeout=timeout, label=" ".join(argv))
+
+
+def _run_command(command: list[str], env: dict | None = None, timeout: float = 1800.0, label: str | None = None) -> dict:
+    """Runs ``command``; returns the JSON of its last line of output. A command still running
+    after ``timeout`` seconds is killed and reported, so one stuck measurement never stalls the
+    whole suite; a failure is a one-line error with the command's last line of errors."""
     import subprocess
 
     try:
-        done = subprocess.run([python, "-c", driver, *argv], capture_output=True, text=True, env=env,
-                              timeout=timeout)
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise sl.UserError(f"benchmark subprocess ran past {timeout:.0f} s and was stopped: {' '.join(argv)}") from None
+        raise sl.UserError(f"benchmark subprocess ran past {timeout:.0f} s and was stopped: {label or ' '.join(command)}") from None
     if done.returncode != 0:
         last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit status {done.returncode}"
         raise sl.UserError(f"benchmark subprocess failed: {last}")
@@ -446,7 +463,6 @@ def _run_driver(driver: str, *argv: str, env: dict | None = None, timeout: float
 def _same_run_comparison(purejaxrl_dir: Path, repeats: int) -> tuple[Table, list[str]]:
     """PureJaxRL's PPO and ours at PureJaxRL's CartPole settings, each in fresh processes,
     alternating ``repeats`` times; every repeat's figure is shown, and the best."""
-    import json
 
     if not (purejaxrl_dir / "purejaxrl" / "ppo.py").is_file():
         raise sl.UserError(f"--purejaxrl {purejaxrl_dir}: no purejaxrl/ppo.py there (expected a PureJaxRL checkout)")
@@ -584,26 +600,76 @@ def describe_policy(lc) -> str:
     return f"{torso} and a {lc.memory_size}-unit LSTM, {length}-step sequences"
 
 
+def _curriculum_warmup_chunks(preset: str, iterations: int) -> int:
+    """Chunks to run before timing ``preset``: until its buffer may replay (``min_fill_ratio`` of
+    the capacity, at most one batch of levels inserted per iteration), plus two."""
+    config = _preset_config(preset, {})
+    fill = config.curriculum.min_fill_ratio * config.curriculum.capacity / config.learner.num_envs
+    return math.ceil(fill / iterations) + 2
+
+
+# Our preset of each of JaxUED's maze examples in the same-run comparison.
+JAXUED_EXAMPLES = {"maze_dr": "dr", "maze_plr": "plr", "maze_accel": "accel"}
+
+
 def bench_curriculum(args: argparse.Namespace) -> Report:
-    results = {preset: _chunk_throughput(preset, {}, args.iterations, args.repeats) for preset in args.presets}
+    results, jaxued = {}, {}
+    for round_index in range(args.rounds if args.jaxued is not None else 1):
+        for preset in args.presets:
+            result = _chunk_throughput(preset, {}, args.iterations, args.repeats,
+                                       warmup_chunks=_curriculum_warmup_chunks(preset, args.iterations))
+            if preset not in results or result["rate"] > results[preset]["rate"]:
+                results[preset] = result
+            if args.jaxued is not None and preset in JAXUED_EXAMPLES:
+                example = JAXUED_EXAMPLES[preset]
+                out = _run_command([args.jaxued_python, str(Path(__file__).resolve().parent / "reference_jaxued.py"),
+                                    "--checkout", str(args.jaxued), "--example", example,
+                                    "--updates", str(args.iterations), "--chunks", str(args.repeats)])
+                if preset not in jaxued or out["rate"] > jaxued[preset]["rate"]:
+                    jaxued[preset] = out
+            print(f"  round {round_index + 1} {preset:<12} ours {format_rate(results[preset]['rate']):>8}"
+                  + (f", JaxUED {format_rate(jaxued[preset]['rate']):>8}" if preset in jaxued else "") + " steps/s",
+                  file=sys.stderr)
     base = results.get("maze_dr")
     rows = []
     for preset, result in results.items():
         overhead = f"{100 * (base['rate'] / result['rate'] - 1):+.1f}%" if base else "-"
-        rows.append([preset, result["config"].curriculum.kind, format_rate(result["rate"]), overhead,
-                     JAXUED_REFERENCE.get(preset, "-"), f"{result['compile']:.1f}"])
+        buffer = result["state"].curriculum.get("buffer") if isinstance(result["state"].curriculum, dict) else None
+        filled = "-" if buffer is None else str(int(np.asarray(buffer.valid).sum()))
+        if args.jaxued is not None:
+            theirs = jaxued.get(preset)
+            reference = [format_rate(theirs["rate"]) if theirs else "-",
+                         f"{result['rate'] / theirs['rate']:.1f}x" if theirs else "-"]
+        else:
+            reference = [JAXUED_REFERENCE.get(preset, "-")]
+        rows.append([preset, result["config"].curriculum.kind, format_rate(result["rate"]), overhead, *reference,
+                     filled, f"{result['compile']:.1f}"])
         print(f"  {preset:<12} {format_rate(result['rate']):>8} steps/s", file=sys.stderr)
     lc = next(iter(results.values()))["config"].learner
     notes = [
         f"Timed: one compiled chunk of {args.iterations} iterations ({lc.num_envs} envs x {lc.num_steps} steps, "
-        f"the presets' policy: {describe_policy(lc)}), compile excluded, best of {args.repeats}; the wall time "
-        "per iteration includes the sampler, level scoring and buffer updates.",
+        f"the presets' policy: {describe_policy(lc)}), compile excluded, best of {args.repeats} successive chunks "
+        "after warm-up chunks that fill the level buffer to where it may replay (buffer column: levels it holds), "
+        "so robust PLR's and ACCEL's steps without a gradient step (fresh levels, mutations) come in their "
+        "run-time share; the wall time per iteration includes the sampler, level scoring and buffer updates.",
         "Overhead is the extra wall time per env step against domain randomisation (maze_dr) in this run.",
-        "JaxUED column: reference figures for its maze examples (32 envs, a convolutional LSTM policy) "
-        "on this machine class, not rerun here; the policies differ.",
     ]
+    if args.jaxued is not None:
+        counts = "; ".join(f"{p}: {json.dumps(r['counts'])}" for p, r in jaxued.items())
+        notes.append(
+            f"JaxUED columns: its own examples (examples/maze_dr.py, maze_plr.py, maze_plr.py --use_accel of the "
+            f"checkout given with --jaxued; 32 envs x 256 steps, its conv + LSTM policy and PPO settings) run by "
+            f"scripts/reference_jaxued.py in a fresh process after each of ours, {args.rounds} rounds, best chunk "
+            f"of {args.iterations} updates after its buffer is as full; the policies differ. Its timed updates "
+            f"per kind: {counts}."
+        )
+        columns = ["JaxUED env steps/s (same run)", "ours / JaxUED"]
+    else:
+        notes.append("JaxUED column: reference figures for its maze examples (32 envs, a convolutional LSTM policy) "
+                     "on this machine class, not rerun here; the policies differ.")
+        columns = ["JaxUED (reference)"]
     table = Table("Curriculum throughput on 13x13 mazes", ["preset", "sampler", "env steps/s", "time vs DR",
-                                                           "JaxUED (reference)", "s compile"], rows)
+                                                           *columns, "buffer", "s compile"], rows)
     return Report("curriculum: level samplers in the train chunk", notes, [table])
 
 
@@ -742,7 +808,6 @@ def _alphazero_iteration_times(num_envs: int, iterations: int) -> dict:
 def _alphazero_same_run(example_dir: Path, python: str, rounds: int, iterations: int) -> tuple[Table, list[str]]:
     """pgx's AlphaZero example and ours at 256 games, alternating fresh processes ``rounds``
     times, ``iterations`` timed iterations each."""
-    import json
 
     if not (example_dir / "train.py").is_file() or not (example_dir / "network.py").is_file():
         raise sl.UserError(f"--pgx-example {example_dir}: no train.py and network.py there "
@@ -988,6 +1053,12 @@ FAMILIES: dict[str, Family] = {
         (
             arg("--presets", nargs="+", default=list(CURRICULUM_PRESETS), metavar="PRESET", help="maze presets to time"),
             arg("--iterations", type=positive_int, default=20, help="iterations per timed chunk (default 20)"),
+            arg("--jaxued", type=Path, default=None, metavar="DIR",
+                help="a JaxUED checkout: also time its own maze examples in this run (scripts/reference_jaxued.py)"),
+            arg("--jaxued-python", default=sys.executable, metavar="PYTHON",
+                help="the Python that runs JaxUED's examples (default: this one)"),
+            arg("--rounds", type=positive_int, default=2, metavar="R",
+                help="alternations of the same-run comparison (default 2)"),
         ),
     ),
     "meta": Family(
@@ -1100,6 +1171,10 @@ def _generic_paths(argv: list[str]) -> list[str]:
             out[i + 1] = "PUREJAXRL_CHECKOUT"
         elif arg.startswith("--purejaxrl="):
             out[i] = "--purejaxrl=PUREJAXRL_CHECKOUT"
+        elif arg == "--jaxued" and i + 1 < len(out):
+            out[i + 1] = "JAXUED_CHECKOUT"
+        elif arg == "--jaxued-python" and i + 1 < len(out):
+            out[i + 1] = "JAXUED_PYTHON"
         elif arg == "--pgx-example" and i + 1 < len(out):
             out[i + 1] = "PGX_CHECKOUT/examples/alphazero"
         elif arg == "--pgx-python" and i + 1 < len(out):

@@ -27,10 +27,12 @@ class Agent:
       member: which population member was loaded.
       step: the iteration of the checkpoint.
       greedy: act greedily (argmax) by default; ``act(..., greedy=False)`` samples.
-      num_simulations: alphazero runs: search simulations per move of `act` and `kind_of` (0: the
-        raw policy, no search). Always 0 for learners without search.
+      num_simulations: search simulations per move of `act` and `kind_of` (0: the raw policy, no
+        search). AlphaZero runs search by default; a PPO agent of a two-player zero-sum game of
+        perfect information may search with its policy and value the same way (Gumbel MuZero,
+        `superlearner.search`); other agents act without search (always 0).
       search_hparams: alphazero runs: the member's `AlphaZeroHparams` (the search's completed-Q
-        settings); None otherwise.
+        settings); None otherwise (mctx's defaults).
     """
 
     config: ExperimentConfig
@@ -77,9 +79,18 @@ class Agent:
         learner = self.engine.learner
         if self.num_simulations > 0:
             num_simulations, hparams = self.num_simulations, self.search_hparams
+            if self.config.learner.kind == "alphazero":
 
-            def search_act(params, key, states):
-                return learner.act(params, states, key, num_simulations, greedy, hparams=hparams)
+                def search_act(params, key, states):
+                    return learner.act(params, states, key, num_simulations, greedy, hparams=hparams)
+
+            else:
+                from superlearner.search import make_search
+
+                search = make_search(self.env, learner.policy)
+
+                def search_act(params, key, states):
+                    return search(params, states, key, num_simulations, 0.0 if greedy else 1.0).action.astype(jnp.int32)
 
             return search_act
         from superlearner.games_cli import policy_kind
@@ -163,8 +174,10 @@ def load_agent(path: str | Path, *, member: int | None = None, greedy: bool = Tr
     alphazero run).
 
     ``num_simulations``: alphazero runs act by search with this many simulations per move
-    (default: the run's ``alphazero.eval_simulations``; 0: the raw policy). Other learners have
-    no search and accept only None or 0.
+    (default: the run's ``alphazero.eval_simulations``; 0: the raw policy). A feed-forward PPO
+    agent of a two-player zero-sum game of perfect information acts from its raw policy by
+    default and searches with its policy and value when given a positive count; other agents
+    accept only None or 0.
     """
     from superlearner.errors import UserError
 
@@ -174,10 +187,14 @@ def load_agent(path: str | Path, *, member: int | None = None, greedy: bool = Tr
     size = engine.config.train.population_size
     alphazero = engine.config.learner.kind == "alphazero"
     if not alphazero and num_simulations:
-        raise UserError(
-            f"simulations {num_simulations}: {path} is a learner.kind={engine.config.learner.kind} run, which "
-            "acts without search; give 0 (or leave it out)"
-        )
+        from superlearner.search import searchable
+
+        if not searchable(engine.env) or engine.config.learner.memory != "none":
+            raise UserError(
+                f"simulations {num_simulations}: {path} is a learner.kind={engine.config.learner.kind} run on "
+                f"{engine.env.id}, which acts without search (search needs a feed-forward policy in a two-player "
+                "zero-sum game of perfect information); give 0 (or leave it out)"
+            )
     if member is None and alphazero:
         member = 0  # no training return or league to rank members by
     if member is None:
@@ -198,6 +215,8 @@ def load_agent(path: str | Path, *, member: int | None = None, greedy: bool = Tr
             num_simulations=simulations,
             search_hparams=jax.tree.map(lambda x: jnp.asarray(x[member]), state.hparams),
         )
+    elif num_simulations:
+        search = dict(num_simulations=num_simulations)
     return Agent(
         config=engine.config, env=engine.env, engine=engine, params=params, member=member,
         step=int(metadata.get("iteration", 0)), greedy=greedy, **search,

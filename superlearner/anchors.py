@@ -41,6 +41,7 @@ import numpy as np
 
 from superlearner.env import Env, PRNGKey, State
 from superlearner.errors import UserError
+from superlearner.search import searchable
 
 Array = jax.Array
 ActFn = Callable[[PRNGKey, State], Array]
@@ -62,9 +63,6 @@ _TIE_TOLERANCE = 1e-3
 # The search is full width: this many leaves per game is where it stops being an anchor one can
 # afford to run over a batch of games.
 MAX_LEAVES = 1 << 24
-
-# Envs whose state hides information from a player: a search through the true state would cheat.
-_HIDDEN_INFORMATION = {"kuhn_poker"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +131,7 @@ def search_settings(env_id: str) -> SearchSettings:
 def anchor_specs(env: Env) -> tuple[str, ...]:
     """The anchor specs ``env`` accepts, in the form `make_anchor` documents."""
     specs = ["random"]
-    if _can_search(env):
+    if searchable(env):
         specs += ["minimax:DEPTH", "minimax:DEPTH:WIDTH"]
     if env.id in _PERFECT:
         specs.append("perfect")
@@ -162,7 +160,7 @@ def make_anchor(env: Env, spec: str, params: Any = None) -> ActFn:
     if name == "random" and not rest:
         return random_act
     if name == "minimax":
-        if not _can_search(env):
+        if not searchable(env):
             raise UserError(
                 f"{env.id}: minimax needs a two-player zero-sum game of perfect information; "
                 f"accepted anchors for {env.id}: {accepted}"
@@ -177,10 +175,6 @@ def make_anchor(env: Env, spec: str, params: Any = None) -> ActFn:
             )
         return _PERFECT[env.id](env, params)
     raise UserError(f"{env.id}: unknown anchor spec {spec!r}; accepted: {accepted}")
-
-
-def _can_search(env: Env) -> bool:
-    return env.num_players == 2 and bool(getattr(env, "zero_sum", False)) and env.id not in _HIDDEN_INFORMATION
 
 
 def _parse_minimax(env: Env, spec: str, rest: str, accepted: str) -> tuple[int, int | None]:

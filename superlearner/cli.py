@@ -77,8 +77,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_search_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("search (alphazero runs)")
-    group.add_argument("--simulations", type=int, default=None, metavar="N", help="search simulations per move (default: the run's alphazero.eval_simulations; 0: the raw policy)")
+    group = parser.add_argument_group("search (alphazero runs; PPO agents of two-player board games)")
+    group.add_argument("--simulations", type=int, default=None, metavar="N", help="search simulations per move with the agent's policy and value (default: alphazero runs the run's alphazero.eval_simulations, PPO agents 0; 0: the raw policy)")
     group.add_argument("--raw-policy", action="store_true", help="act from the network's policy alone, without search (same as --simulations 0)")
 
 

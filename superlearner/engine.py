@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from superlearner.config import ExperimentConfig
-from superlearner.env import Env, tree_select
+from superlearner.env import Env
 from superlearner.learners.ppo import PPO, LearnerState, PPOHparams, make_ppo
 from superlearner.registry import make
 from superlearner.rollout import collect_single_agent
@@ -260,18 +260,26 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
                 num_steps, lc.bootstrap_truncation, **recurrent,
             )
         policy_carry = policy_carry[0] if learner.recurrent else {}
-        new_learner_state, metrics = learner.update(learner_state, rollout, hparams, update_key)
+        if sampler is not None and sampler.kind in SKIPPING_SAMPLERS:
+            # Robust PLR and ACCEL train on some steps only: the update runs in a branch, so the
+            # steps that only evaluate levels cost a rollout (a vmapped population computes both
+            # branches). The update's metrics of a skipped step are NaN: nothing was computed.
+            learner_state, metrics = jax.lax.cond(
+                batch.train,
+                lambda: learner.update(learner_state, rollout, hparams, update_key),
+                lambda: _skipped_update(learner, learner_state, rollout, hparams, update_key),
+            )
+            metrics[LEARNER_UPDATED] = batch.train.astype(jnp.float32)
+        else:
+            learner_state, metrics = learner.update(learner_state, rollout, hparams, update_key)
         if config.meta.kind == "metagrad":
             metrics[META_ROLLOUT] = rollout  # for the meta-gradient step; `iteration` takes it out
         if teacher is not None:
             metrics.update(teacher_metrics)
         if sampler is not None:
-            learner_state = tree_select(batch.train, new_learner_state, learner_state)
             buffer, curriculum_metrics = score_levels(sampler, buffer, batch, rollout, hparams, config.curriculum)
             curriculum = dict(curriculum, buffer=buffer)
             metrics.update(curriculum_metrics)
-        else:
-            learner_state = new_learner_state
         finished = stats.num_episodes > 0
         num_finished = jnp.maximum(finished.sum(), 1)
         metrics["episode_return"] = jnp.where(finished, stats.last_return[:, 0], 0.0).sum() / num_finished
@@ -388,6 +396,20 @@ def map_population(member_fn: Callable, size: int, num_shared: int = 0) -> Calla
         return jax.tree.map(lambda x: x[None], member_fn(*members, *args[cut:]))
 
     return unbatched
+
+
+# Samplers whose steps do not all train (robust PLR's and ACCEL's evaluation-only steps), and the
+# metric that says whether an iteration's update was applied (1) or skipped (0).
+SKIPPING_SAMPLERS = ("plr", "accel")
+LEARNER_UPDATED = "learner_updated"
+
+
+def _skipped_update(learner, learner_state, rollout, hparams, key):
+    """The skip branch of a conditional update: the state unchanged, the update's metrics NaN
+    (floating) or zero, with the shapes the update would give."""
+    shapes = jax.eval_shape(lambda: learner.update(learner_state, rollout, hparams, key)[1])
+    blank = lambda s: jnp.full(s.shape, jnp.nan if jnp.issubdtype(s.dtype, jnp.floating) else 0, s.dtype)  # noqa: E731
+    return learner_state, jax.tree.map(blank, shapes)
 
 
 def make_train_chunk(init: Callable, iteration: Callable, num_iterations: int) -> tuple[Callable, Callable]:

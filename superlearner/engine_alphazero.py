@@ -70,6 +70,7 @@ def settings_from_config(config: ExperimentConfig) -> AlphaZeroSettings:
     static = {f.name for f in dataclasses.fields(AlphaZeroSettings)}
     values = {name: getattr(az, name) for name in static if hasattr(az, name)}
     values["max_depth"] = az.max_depth or None
+    values["decay_updates"] = config.iterations * az.num_updates if az.lr_schedule == "cosine" else 0
     return AlphaZeroSettings(num_envs=config.learner.num_envs, unroll_length=config.learner.num_steps, **values)
 
 

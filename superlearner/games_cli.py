@@ -682,6 +682,9 @@ def _eval_game(agent, args) -> int:
     match_key, svg_key, choice_key = jax.random.split(jax.random.key(args.seed), 3)
     kind, params = agent.kind_of(greedy), agent.params
     as_league = bool(getattr(args, "league", False))
+    if as_league and agent.num_simulations:
+        raise UserError(f"--league plays the league's snapshots from their policies; it does not search "
+                        f"(drop --simulations {agent.num_simulations})")
     if as_league:
         # The league's policy plays: one snapshot per game, drawn from its meta-strategy.
         kind = league_kind(agent.engine.learner.policy, greedy)

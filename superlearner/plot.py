@@ -41,13 +41,14 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     written = []
 
     def series(name: str, group: str = "metrics") -> np.ndarray | None:
-        values = []
-        for r in records:
-            value = r.get(group, {}).get(name) if group else r.get(name)
-            if value is None:
-                return None
-            values.append(np.atleast_1d(np.asarray(value, dtype=np.float64)))
-        return np.stack(values)
+        # A record without the value (null: undefined in that chunk, e.g. the losses of an update
+        # a curriculum skipped) is a gap in the curve; a metric no record has is not drawn.
+        values = [r.get(group, {}).get(name) if group else r.get(name) for r in records]
+        known = [np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in values if v is not None]
+        if not known:
+            return None
+        gap = np.full(known[0].shape, np.nan)
+        return np.stack([gap if v is None else np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in values])
 
     def save(fig, name):
         path = out_dir / f"{name}.png"

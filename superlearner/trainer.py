@@ -32,7 +32,7 @@ import superlearner
 from superlearner import distributed
 from superlearner.checkpoint import CHECKPOINT_DIR, Checkpointer
 from superlearner.config import ExperimentConfig, config_from_dict, config_to_dict, validate_semantics
-from superlearner.engine import Engine, compile_concurrently, lower_init, make_engine
+from superlearner.engine import LEARNER_UPDATED, Engine, compile_concurrently, lower_init, make_engine
 from superlearner.errors import UserError
 from superlearner.logs import MetricsLog
 from superlearner.memory import GIB, MemoryEstimate, check_fits, device_capacity, program_memory
@@ -124,9 +124,16 @@ def _stop_on_signals():
 
 
 def _first_non_finite(metrics: dict, valid: np.ndarray, base_iteration: int) -> tuple[int, str] | None:
+    # An iteration whose update a curriculum skipped (robust PLR, ACCEL) has no losses to check.
+    updated = np.asarray(metrics[LEARNER_UPDATED]) > 0 if LEARNER_UPDATED in metrics else None
     for index in np.flatnonzero(valid):
         for name in GUARDED_METRICS:
-            if name in metrics and not np.all(np.isfinite(metrics[name][index])):
+            if name not in metrics:
+                continue
+            values = np.asarray(metrics[name][index])
+            if updated is not None:
+                values = values[updated[index]]
+            if not np.all(np.isfinite(values)):
                 return base_iteration + int(index) + 1, name
     return None
 

@@ -399,6 +399,30 @@ def test_same_key_gives_an_identical_state():
     assert not np.array_equal(first.buffer.positions.policy_target, other.buffer.positions.policy_target)
 
 
+def test_cosine_decay_of_the_step_size_over_the_run():
+    import dataclasses
+
+    decay = 2 * TINY.num_updates  # zero after two applied iterations
+    az = make_alphazero(make("tic_tac_toe"), dataclasses.replace(TINY, decay_updates=decay))
+    iteration = jax.jit(az.iteration)
+    hparams = AlphaZeroHparams.from_values(**TINY_HPARAMS)
+    state = az.init(jax.random.key(0))
+    factors = []
+    for key in jax.random.split(jax.random.key(1), 5):
+        before = int(state.num_updates)
+        new_state, metrics = iteration(state, hparams, key)
+        progress = min(before / decay, 1.0)
+        expected = TINY_HPARAMS["learning_rate"] * 0.5 * (1 + np.cos(np.pi * progress))
+        np.testing.assert_allclose(float(metrics["learning_rate"]), expected, rtol=1e-5, atol=1e-12)
+        if progress >= 1.0 and float(metrics["sgd_applied"]):
+            # A zero step size leaves the network as it was (weight decay scales with it too).
+            for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(new_state.params)):
+                np.testing.assert_array_equal(a, b)
+        factors.append(round(expected / TINY_HPARAMS["learning_rate"], 6))
+        state = new_state
+    assert factors[-1] == 0.0 and 0.5 in factors and factors == sorted(factors, reverse=True)
+
+
 @pytest.mark.slow
 def test_iteration_vmaps_over_a_population():
     """The engine vmaps the learner over a population (compiling the vmapped search is slow)."""

@@ -583,6 +583,40 @@ def test_bins_to_cartpole_params():
 
 
 # ------------------------------------------------------------------------------------------------
+# The update inside the engine: robust PLR and ACCEL train on replayed levels only.
+
+
+@pytest.mark.parametrize("kind", ["plr", "accel"])
+def test_the_learner_changes_exactly_on_the_steps_that_train(kind):
+    from superlearner.config import config_from_dict
+    from superlearner.engine import LEARNER_UPDATED, initial_state, make_engine
+
+    # Episodes of at most 6 steps end inside every 16-step rollout, so levels are scored and the
+    # buffer fills within a few steps; from then on steps replay (and train) or not at random.
+    config = config_from_dict({
+        "env": {"id": "maze", "options": {"max_episode_steps": 6}},
+        "learner": {"num_envs": 4, "num_steps": 16, "num_minibatches": 1, "num_epochs": 1, "hidden_sizes": [8]},
+        "curriculum": {"kind": kind, "capacity": 12, "min_fill_ratio": 0.25, "replay_prob": 0.5},
+        "train": {"total_env_steps": 4 * 16 * 40},
+    })
+    engine = make_engine(config)
+    state = initial_state(engine, 0)
+    chunk = jax.jit(engine.train_chunk, static_argnums=1)
+    seen = []
+    for _ in range(14):
+        new, metrics = chunk(state, 1)
+        changed = any(not np.array_equal(a, b) for a, b in
+                      zip(jax.tree.leaves(state.learner.params), jax.tree.leaves(new.learner.params)))
+        updated = bool(metrics[LEARNER_UPDATED][0, 0] > 0)
+        assert changed == updated
+        # A skipped update computed nothing: its losses are NaN (null in the logs), never stale.
+        assert np.isnan(metrics["loss_total"][0, 0]) == (not updated)
+        seen.append(updated)
+        state = new
+    assert True in seen and False in seen
+
+
+# ------------------------------------------------------------------------------------------------
 # The teacher inside the engine (curriculum.kind: lp).
 
 

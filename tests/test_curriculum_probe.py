@@ -66,3 +66,8 @@ def test_probe_logs_heldout_and_buffer_statistics_and_resumes_exactly(tmp_path):
 
     names = {p.name for p in plot_run(tmp_path / "straight")}
     assert {"heldout.png", "curriculum_buffer.png", "level_gallery.png"} <= names
+    # Chunks that ended on a step robust PLR did not train on log no losses; the curve has gaps.
+    assert "losses.png" in names
+    for record in straight:
+        loss, updated = record["metrics"]["loss_total"], record["metrics"]["learner_updated"][0]
+        assert (loss is None or loss == [None]) == (updated == 0.0)

@@ -15,9 +15,9 @@ Conventions:
   discount -1 across a change of mover (zero-sum) and +1 when the same player moves again, and
   with discount 0 after the end of the game.
 * Illegal actions are masked at the root through mctx's ``invalid_actions`` and at every interior
-  node by pushing their prior logits to ``networks.ILLEGAL_LOGIT`` in the search's
-  ``recurrent_fn``; Gumbel MuZero's interior selection then never picks them (their
-  improved-policy probability is 0 while some legal action always has a positive score).
+  node by pushing their prior logits to ``networks.ILLEGAL_LOGIT`` (the search itself is
+  `superlearner.search.make_search`); Gumbel MuZero's interior selection then never picks them
+  (their improved-policy probability is 0 while some legal action always has a positive score).
 * Replay positions of a game still in progress are *pending*: they are stored but never sampled,
   and get their value target when the game ends, possibly iterations later. Positions of a game
   cut by truncation have no outcome and are never sampled (no bootstrap).
@@ -30,7 +30,6 @@ arguments and are never stored.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -44,12 +43,11 @@ from superlearner.config import field
 from superlearner.env import Env, State, apply_symmetry, check_option
 from superlearner.errors import UserError
 from superlearner.networks import masked_logits
+from superlearner.search import batched_env_params as _batched_env_params
+from superlearner.search import make_search, searchable
 from superlearner.wrappers import step_auto_reset
 
 Array = jax.Array
-
-# Envs whose state hides information from a player: a search through the true state would cheat.
-_HIDDEN_INFORMATION = frozenset({"kuhn_poker"})
 
 # ----------------------------------------------------------------------------------------------
 # Settings and types.
@@ -72,6 +70,7 @@ class AlphaZeroSettings:
     channels: int = field(32, "width of the residual tower (conv channels, or MLP units)", low=1)
     num_blocks: int = field(3, "residual blocks in the tower", low=0)
     symmetry_augmentation: bool = field(True, "train each sampled position in a random one of the env's symmetries")
+    decay_updates: int = field(0, "SGD steps over which the step size decays to zero on a cosine (0: constant)", low=0)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -485,7 +484,7 @@ def value_targets(rewards_t: Array, player_t: Array, done_t: Array, truncated_t:
 
 def check_searchable(env: Env) -> None:
     """Raises UserError unless ``env`` is a two-player zero-sum game of perfect information."""
-    if env.num_players != 2 or not getattr(env, "zero_sum", False) or env.id in _HIDDEN_INFORMATION:
+    if not searchable(env):
         raise UserError(
             f"alphazero: env {env.id!r} is not a two-player zero-sum game of perfect information; "
             "accepted: games such as tic_tac_toe, connect_four, othello"
@@ -519,9 +518,7 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
         )
 
     def batched_env_params(env_params, batch: int):
-        if env_params is None:
-            return jax.tree.map(lambda x: jnp.broadcast_to(x, (batch,) + jnp.shape(x)), env.default_params)
-        return env_params
+        return _batched_env_params(env, env_params, batch)
 
     # --- network --------------------------------------------------------------------------------
 
@@ -570,60 +567,11 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
 
     # --- search ---------------------------------------------------------------------------------
 
-    def recurrent_fn(model, key, action, embedding):
-        """One move of the real env from every leaf; the reward and value are the mover's."""
-        params, env_params = model
-        batch = action.shape[0]
-        mover = embedding.current_player
-        next_state = jax.vmap(env.step)(embedding, action, jax.random.split(key, batch), env_params)
-        reward = jnp.take_along_axis(next_state.rewards, mover[:, None], axis=1)[:, 0]
-        done = next_state.terminated | next_state.truncated
-        same_mover = next_state.current_player == mover
-        discount = jnp.where(done, 0.0, jnp.where(same_mover, 1.0, -1.0))
-        logits, value = policy(params, next_state.observation, next_state.legal_action_mask)
-        output = mctx.RecurrentFnOutput(
-            reward=reward, discount=discount, prior_logits=logits, value=jnp.where(done, 0.0, value)
-        )
-        return output, next_state
-
-    def search(
-        params,
-        env_state: State,
-        key: Array,
-        num_simulations: int,
-        gumbel_scale: Array | float = 0.0,
-        env_params=None,
-        max_num_considered_actions: int | None = None,
-        value_scale: Array | float = DEFAULT_HPARAMS["value_scale"],
-        maxvisit_init: Array | float = DEFAULT_HPARAMS["maxvisit_init"],
-    ) -> mctx.PolicyOutput:
-        """Gumbel MuZero search from a batch of states (leading axis ``[B]``).
-
-        ``num_simulations`` and ``max_num_considered_actions`` (default: the settings') are
-        static Python ints; ``gumbel_scale`` (0 for evaluation), ``value_scale`` and
-        ``maxvisit_init`` (mctx's completed-Q transform) may be traced. ``key`` is consumed.
-        Returns mctx's PolicyOutput: ``action`` int32[B], ``action_weights`` float32[B, A] (the
-        improved policy) and ``search_tree`` (embeddings are env States).
-        """
-        batch = env_state.current_player.shape[0]
-        env_params = batched_env_params(env_params, batch)
-        logits, value = policy(params, env_state.observation, env_state.legal_action_mask)
-        root = mctx.RootFnOutput(prior_logits=logits, value=value, embedding=env_state)
-        considered = s.max_num_considered_actions if max_num_considered_actions is None else max_num_considered_actions
-        return mctx.gumbel_muzero_policy(
-            params=(params, env_params),
-            rng_key=key,
-            root=root,
-            recurrent_fn=recurrent_fn,
-            num_simulations=num_simulations,
-            invalid_actions=~env_state.legal_action_mask,
-            max_depth=s.max_depth,
-            max_num_considered_actions=considered,
-            gumbel_scale=gumbel_scale,
-            qtransform=functools.partial(
-                mctx.qtransform_completed_by_mix_value, value_scale=value_scale, maxvisit_init=maxvisit_init
-            ),
-        )
+    # ``search(params, env_state, key, num_simulations, gumbel_scale=0.0, env_params=None,
+    # max_num_considered_actions=None, value_scale, maxvisit_init) -> mctx.PolicyOutput``: Gumbel
+    # MuZero search of this network from a batch of states, with the settings' considered actions
+    # and depth (see `superlearner.search.make_search`).
+    search = make_search(env, policy, max_num_considered_actions=s.max_num_considered_actions, max_depth=s.max_depth)
 
     def act(params, env_state: State, key: Array, num_simulations: int, greedy: bool = True, env_params=None,
             hparams: AlphaZeroHparams | None = None) -> Array:
@@ -775,6 +723,11 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
         batches, count = replay_sample(state.buffer, sample_key, (s.num_updates, s.batch_size))
         batches = augment(batches, symmetry_key)
         ready = count >= s.min_replay_size
+        if s.decay_updates > 0:
+            # Cosine decay (Loshchilov & Hutter 2017) of the traced step size over the run's SGD
+            # steps, stepped once per iteration.
+            progress = jnp.minimum(state.num_updates.astype(jnp.float32) / s.decay_updates, 1.0)
+            hparams = hparams.replace(learning_rate=hparams.learning_rate * 0.5 * (1.0 + jnp.cos(jnp.pi * progress)))
         tx = optimizer(hparams)
 
         def sgd_step(carry, batch):
@@ -791,6 +744,7 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
         # non-finite guard on losses stays meaningful); ``sgd_applied`` says which case it is.
         metrics = {name: jnp.mean(value) for name, value in metrics.items()}
         metrics["sgd_applied"] = ready.astype(jnp.float32)
+        metrics["learning_rate"] = hparams.learning_rate
         num_applied = jnp.where(ready, s.num_updates, 0).astype(jnp.int32)
         new_state = state.replace(params=params, opt_state=opt_state, num_updates=state.num_updates + num_applied)
         return new_state, metrics, count
@@ -810,7 +764,7 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
         Returns:
           ``(state, metrics)``; metrics is a dict of float32 scalars (losses, grad norm, games
           finished, mean length and first player's return of the games finished in this
-          iteration, 0 when none did, buffer fill, ...). ``sgd_applied`` is 0 in iterations
+          iteration, 0 when none did, buffer fill, the step size used, ...). ``sgd_applied`` is 0 in iterations
           where the buffer did not yet hold ``min_replay_size`` sampleable positions; the
           losses of such iterations describe steps that were not applied.
         """
