@@ -1136,14 +1136,22 @@ def build_parser() -> argparse.ArgumentParser:
 def machine_description(load_before: str) -> dict[str, str]:
     """CPU model and core count, the accelerators JAX sees, and the package versions."""
     cpu = platform.processor() or platform.machine()
+    vector = ""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
                 if line.startswith("model name"):
                     cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    # Machines sold under one model name differ in vector units, which decide
+                    # convolution and matmul speed on the CPU.
+                    flags = set(line.split(":", 1)[1].split())
+                    vector = next((name for name in ("amx_tile", "avx512f", "avx2") if name in flags), "")
                     break
     except OSError:
         pass
+    if vector:
+        cpu = f"{cpu} ({vector.replace('_tile', '').replace('512f', '-512').upper()})"
     devices = jax.devices()
     kinds = sorted({d.device_kind for d in devices})
     accelerator = f"{len(devices)} x {', '.join(kinds)} ({devices[0].platform})"
