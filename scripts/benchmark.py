@@ -613,10 +613,13 @@ JAXUED_EXAMPLES = {"maze_dr": "dr", "maze_plr": "plr", "maze_accel": "accel"}
 
 
 def bench_curriculum(args: argparse.Namespace) -> Report:
+    overrides = dict(item.split("=", 1) for item in args.overrides if "=" in item)
+    if len(overrides) != len(args.overrides):
+        raise sl.UserError(f"--set {args.overrides}: expected KEY=VALUE, e.g. learner.memory=none")
     results, jaxued = {}, {}
     for round_index in range(args.rounds if args.jaxued is not None else 1):
         for preset in args.presets:
-            result = _chunk_throughput(preset, {}, args.iterations, args.repeats,
+            result = _chunk_throughput(preset, overrides, args.iterations, args.repeats,
                                        warmup_chunks=_curriculum_warmup_chunks(preset, args.iterations))
             if preset not in results or result["rate"] > results[preset]["rate"]:
                 results[preset] = result
@@ -654,6 +657,8 @@ def bench_curriculum(args: argparse.Namespace) -> Report:
         "run-time share; the wall time per iteration includes the sampler, level scoring and buffer updates.",
         "Overhead is the extra wall time per env step against domain randomisation (maze_dr) in this run.",
     ]
+    if overrides:
+        notes.append("Overrides of every timed preset: " + ", ".join(f"{k}={v}" for k, v in overrides.items()) + ".")
     if args.jaxued is not None:
         counts = "; ".join(f"{p}: {json.dumps(r['counts'])}" for p, r in jaxued.items())
         notes.append(
@@ -1059,6 +1064,9 @@ FAMILIES: dict[str, Family] = {
                 help="the Python that runs JaxUED's examples (default: this one)"),
             arg("--rounds", type=positive_int, default=2, metavar="R",
                 help="alternations of the same-run comparison (default 2)"),
+            arg("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                help="override a key of every timed preset, e.g. --set learner.memory=none (JaxUED's examples "
+                     "run as they are)"),
         ),
     ),
     "meta": Family(
