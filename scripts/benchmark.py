@@ -600,10 +600,10 @@ def describe_policy(lc) -> str:
     return f"{torso} and a {lc.memory_size}-unit LSTM, {length}-step sequences"
 
 
-def _curriculum_warmup_chunks(preset: str, iterations: int) -> int:
-    """Chunks to run before timing ``preset``: until its buffer may replay (``min_fill_ratio`` of
-    the capacity, at most one batch of levels inserted per iteration), plus two."""
-    config = _preset_config(preset, {})
+def _curriculum_warmup_chunks(preset: str, overrides: dict, iterations: int) -> int:
+    """Chunks to run before timing ``preset`` (with ``overrides``): until its buffer may replay
+    (``min_fill_ratio`` of the capacity, at most one batch of levels inserted per iteration), plus two."""
+    config = _preset_config(preset, overrides)
     fill = config.curriculum.min_fill_ratio * config.curriculum.capacity / config.learner.num_envs
     return math.ceil(fill / iterations) + 2
 
@@ -620,7 +620,7 @@ def bench_curriculum(args: argparse.Namespace) -> Report:
     for round_index in range(args.rounds if args.jaxued is not None else 1):
         for preset in args.presets:
             result = _chunk_throughput(preset, overrides, args.iterations, args.repeats,
-                                       warmup_chunks=_curriculum_warmup_chunks(preset, args.iterations))
+                                       warmup_chunks=_curriculum_warmup_chunks(preset, overrides, args.iterations))
             if preset not in results or result["rate"] > results[preset]["rate"]:
                 results[preset] = result
             if args.jaxued is not None and preset in JAXUED_EXAMPLES:

@@ -44,11 +44,11 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         # A record without the value (null: undefined in that chunk, e.g. the losses of an update
         # a curriculum skipped) is a gap in the curve; a metric no record has is not drawn.
         values = [r.get(group, {}).get(name) if group else r.get(name) for r in records]
-        known = [np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in values if v is not None]
-        if not known:
+        values = [None if v is None else np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in values]
+        shape = next((v.shape for v in values if v is not None), None)
+        if shape is None:
             return None
-        gap = np.full(known[0].shape, np.nan)
-        return np.stack([gap if v is None else np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in values])
+        return np.stack([np.full(shape, np.nan) if v is None else v for v in values])
 
     def save(fig, name):
         path = out_dir / f"{name}.png"

@@ -43,8 +43,7 @@ from superlearner.config import field
 from superlearner.env import Env, State, apply_symmetry, check_option
 from superlearner.errors import UserError
 from superlearner.networks import masked_logits
-from superlearner.search import batched_env_params as _batched_env_params
-from superlearner.search import make_search, searchable
+from superlearner.search import batched_env_params, make_search, searchable
 from superlearner.wrappers import step_auto_reset
 
 Array = jax.Array
@@ -517,9 +516,6 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
             optax.scale_by_learning_rate(hparams.learning_rate),
         )
 
-    def batched_env_params(env_params, batch: int):
-        return _batched_env_params(env, env_params, batch)
-
     # --- network --------------------------------------------------------------------------------
 
     def policy(params, observation: Array, legal_action_mask: Array) -> tuple[Array, Array]:
@@ -538,7 +534,7 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
         model_key, reset_key = jax.random.split(key)
         _, params = nnx.split(build_model(model_key))
         opt_state = optimizer(AlphaZeroHparams.from_values()).init(params)
-        env_params = batched_env_params(env_params, num_envs)
+        env_params = batched_env_params(env, env_params, num_envs)
         env_state = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs), env_params)
         games = SelfPlayGames(
             env_state=env_state,
@@ -726,8 +722,8 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
         if s.decay_updates > 0:
             # Cosine decay (Loshchilov & Hutter 2017) of the traced step size over the run's SGD
             # steps, stepped once per iteration.
-            progress = jnp.minimum(state.num_updates.astype(jnp.float32) / s.decay_updates, 1.0)
-            hparams = hparams.replace(learning_rate=hparams.learning_rate * 0.5 * (1.0 + jnp.cos(jnp.pi * progress)))
+            factor = optax.cosine_decay_schedule(1.0, s.decay_updates)(state.num_updates)
+            hparams = hparams.replace(learning_rate=hparams.learning_rate * factor)
         tx = optimizer(hparams)
 
         def sgd_step(carry, batch):
@@ -769,7 +765,7 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
           losses of such iterations describe steps that were not applied.
         """
         play_key, train_key = jax.random.split(key)
-        env_params = batched_env_params(env_params, num_envs)
+        env_params = batched_env_params(env, env_params, num_envs)
         games, trajectory, (first_done, first_return, first_truncated) = self_play(
             state.params, state.games, hparams, play_key, env_params
         )
