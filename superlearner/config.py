@@ -83,6 +83,7 @@ class AlphaZeroConfig:
     channels: int = field(32, "static: width of the residual tower (conv channels, or MLP units)", low=1)
     num_blocks: int = field(3, "static: residual blocks in the tower", low=0)
     symmetry_augmentation: bool = field(True, "static: train each sampled position in a random one of the env's board symmetries (connect four's mirror, the 8 of a square board)")
+    opening_moves: int = field(0, "static: each of a self-play game's first N moves is, with probability 1/2, a uniformly random legal move (the position is still searched and trained on)", low=0)
     lr_schedule: Literal["constant", "cosine"] = field("constant", "static: step size over the run: constant, or a cosine decay to zero over train.total_env_steps")
     eval_simulations: int = field(64, "simulations per move of the loaded agent (eval, ratings, play; --simulations overrides; 0: raw policy)", low=0)
     learning_rate: Any = field(1e-3, "traced: Adam step size", low=0.0, high=1.0)

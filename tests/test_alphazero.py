@@ -423,6 +423,47 @@ def test_cosine_decay_of_the_step_size_over_the_run():
     assert factors[-1] == 0.0 and 0.5 in factors and factors == sorted(factors, reverse=True)
 
 
+def test_random_openings_vary_only_the_first_moves():
+    """``opening_moves=N``: some of each game's first N moves are random legal moves; later moves
+    are the search's (without Gumbel noise the search is deterministic, so games that reach the
+    same position go on alike)."""
+    import dataclasses
+
+    hparams = AlphaZeroHparams.from_values(**TINY_HPARAMS, gumbel_scale=0.0)
+    num_envs, steps = 64, 3
+
+    def boards(opening_moves):
+        """Observations [move, game, cells] of the first ``steps`` positions of every game."""
+        settings = dataclasses.replace(
+            TINY, num_envs=num_envs, unroll_length=steps, num_updates=0, opening_moves=opening_moves
+        )
+        az = make_alphazero(make("tic_tac_toe"), settings)
+        state, _ = jax.jit(az.iteration)(az.init(jax.random.key(0)), hparams, jax.random.key(1))
+        obs = np.asarray(state.buffer.positions.observation[: steps * num_envs], np.float32)
+        obs = obs.reshape(steps, num_envs, -1)
+        # Every move was legal: one more stone per move, on an empty cell.
+        np.testing.assert_array_equal((obs != 0).sum(-1), np.arange(steps)[:, None] * np.ones(num_envs))
+        return obs
+
+    def distinct(rows):
+        return len({row.tobytes() for row in rows})
+
+    def later_moves_follow_the_position(obs, move):
+        """Games in the same position before ``move`` are in the same position after it."""
+        after = {}
+        for before, following in zip(obs[move], obs[move + 1]):
+            after.setdefault(before.tobytes(), set()).add(following.tobytes())
+        return all(len(v) == 1 for v in after.values())
+
+    plain = boards(0)
+    assert distinct(plain[1]) == distinct(plain[2]) == 1
+    one = boards(1)
+    assert distinct(one[1]) >= 3  # about half the games open at random (9 moves to draw from)
+    assert later_moves_follow_the_position(one, 1)
+    two = boards(2)
+    assert not later_moves_follow_the_position(two, 1)
+
+
 @pytest.mark.slow
 def test_iteration_vmaps_over_a_population():
     """The engine vmaps the learner over a population (compiling the vmapped search is slow)."""

@@ -70,6 +70,7 @@ class AlphaZeroSettings:
     num_blocks: int = field(3, "residual blocks in the tower", low=0)
     symmetry_augmentation: bool = field(True, "train each sampled position in a random one of the env's symmetries")
     decay_updates: int = field(0, "SGD steps over which the step size decays to zero on a cosine (0: constant)", low=0)
+    opening_moves: int = field(0, "each of a self-play game's first N moves is, with probability 1/2, a uniformly random legal move", low=0)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -604,9 +605,18 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
                 params, state, search_key, s.num_simulations, hparams.gumbel_scale, env_params,
                 value_scale=hparams.value_scale, maxvisit_init=hparams.maxvisit_init,
             )
+            action = output.action
+            if s.opening_moves > 0:
+                # Random openings widen the positions self-play visits (evaluation starts from
+                # varied openings too). The position is still searched and trained on: its policy
+                # target is the search's, whichever move was played.
+                uniform_key, coin_key = jax.random.split(jax.random.fold_in(step_key, 1))
+                uniform = jax.random.categorical(uniform_key, jnp.where(state.legal_action_mask, 0.0, -jnp.inf))
+                coin = jax.random.bernoulli(coin_key, 0.5, (num_envs,))
+                action = jnp.where(coin & (games.episode_length < s.opening_moves), uniform, action)
             mover = state.current_player
             next_state, final = jax.vmap(lambda st, a, k, p: step_auto_reset(env, st, a, k, p))(
-                state, output.action, jax.random.split(env_key, num_envs), env_params
+                state, action, jax.random.split(env_key, num_envs), env_params
             )
             done = final.terminated | final.truncated
             episode_return = games.episode_return + final.rewards
