@@ -40,6 +40,7 @@ import optax
 from flax import nnx, struct
 
 from superlearner.config import field
+from superlearner.arena import random_player
 from superlearner.env import Env, State, apply_symmetry, check_option
 from superlearner.errors import UserError
 from superlearner.networks import masked_logits
@@ -611,7 +612,7 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
                 # varied openings too). The position is still searched and trained on: its policy
                 # target is the search's, whichever move was played.
                 uniform_key, coin_key = jax.random.split(jax.random.fold_in(step_key, 1))
-                uniform = jax.random.categorical(uniform_key, jnp.where(state.legal_action_mask, 0.0, -jnp.inf))
+                uniform = random_player(uniform_key, state)
                 coin = jax.random.bernoulli(coin_key, 0.5, (num_envs,))
                 action = jnp.where(coin & (games.episode_length < s.opening_moves), uniform, action)
             mover = state.current_player
