@@ -1,11 +1,14 @@
-"""The networks' orthogonal initializer: orthogonal, the standard distribution, and LAPACK-free."""
+"""The networks' orthogonal initializer (orthogonal, the standard distribution, LAPACK-free) and
+convolution (the values and gradients of XLA's own)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from superlearner.networks import orthogonal
+from flax import nnx
+
+from superlearner.networks import Torso, conv2d_same, orthogonal
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (4, 64), (64, 2), (3, 3, 5, 32), (300, 17)])
@@ -50,3 +53,58 @@ def test_population_inits_call_no_lapack_kernel(preset, overrides):
     engine = make_engine(load_config(preset, ["train.population_size=2", *overrides]))
     text = jax.jit(engine.init).lower(jnp.int32(0)).as_text()
     assert "lapack" not in text.lower()
+
+
+def test_conv2d_same_gradients_match_the_native_convolution():
+    x = jax.random.normal(jax.random.key(0), (4, 6, 7, 3))
+    native = lambda x, k: jax.lax.conv_general_dilated(  # noqa: E731
+        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    for size in (1, 3, 5):
+        kernel = jax.random.normal(jax.random.key(size), (size, size, 3, 5))
+        ours = lambda x, k: jnp.sum(jnp.sin(conv2d_same(x, k)))  # noqa: E731
+        theirs = lambda x, k: jnp.sum(jnp.sin(native(x, k)))  # noqa: E731
+        np.testing.assert_allclose(conv2d_same(x, kernel), native(x, kernel), atol=1e-5)
+        for a, b in zip(jax.jit(jax.grad(ours, (0, 1)))(x, kernel), jax.grad(theirs, (0, 1))(x, kernel)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+        kernels = jnp.stack([kernel, -2.0 * kernel])
+        got = jax.vmap(jax.grad(ours, (0, 1)), (None, 0))(x, kernels)
+        want = jax.vmap(jax.grad(theirs, (0, 1)), (None, 0))(x, kernels)
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def _native(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 5e-2)])
+def test_conv_torso_matches_the_native_convolution_in_values_and_gradients(dtype, tolerance):
+    """PPO's conv torso (convolutions, then dense layers) computes what XLA's convolution would, in
+    its compute dtype, with the parameter gradients of that computation."""
+    torso = Torso((6, 7, 2), kind="conv", hidden_sizes=(16,), conv_channels=(8, 4), activation="relu",
+                  dtype=dtype, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(torso)
+    observation = jax.random.bernoulli(jax.random.key(1), 0.4, (5, 6, 7, 2)).astype(jnp.float32)
+
+    def reference(params, x):
+        module = nnx.merge(graphdef, params)
+        x = x.astype(dtype)
+        for conv in module.convs:
+            x = jax.nn.relu(_native(x, conv.kernel[...].astype(dtype)) + conv.bias[...].astype(dtype))
+        x = x.reshape((x.shape[0], -1))
+        for layer in module.layers:
+            x = jax.nn.relu(layer(x))
+        return x
+
+    ours = lambda p, x: nnx.merge(graphdef, p)(x)  # noqa: E731
+    want = reference(params, observation)
+    got = ours(params, observation)
+    assert got.dtype == want.dtype == dtype
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=tolerance, atol=tolerance)
+    loss = lambda f: lambda p: jnp.sum(jnp.sin(f(p, observation).astype(jnp.float32)))  # noqa: E731
+    got_grads = jax.tree.leaves(jax.jit(jax.grad(loss(ours)))(params))
+    want_grads = jax.tree.leaves(jax.grad(loss(reference))(params))
+    for a, b in zip(got_grads, want_grads):
+        assert a.dtype == jnp.float32
+        scale = max(float(jnp.max(jnp.abs(b))), 1.0)
+        np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance * scale)

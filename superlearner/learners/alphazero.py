@@ -43,7 +43,7 @@ from superlearner.config import field
 from superlearner.arena import random_player
 from superlearner.env import Env, State, apply_symmetry, check_option
 from superlearner.errors import UserError
-from superlearner.networks import masked_logits
+from superlearner.networks import Conv, masked_logits
 from superlearner.search import batched_env_params, make_search, searchable
 from superlearner.wrappers import step_auto_reset
 
@@ -239,63 +239,6 @@ class AlphaZero(NamedTuple):
 
 # ----------------------------------------------------------------------------------------------
 # The network.
-
-
-def _conv_same(x: Array, kernel: Array) -> Array:
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-@jax.custom_vjp
-def conv2d_same(x: Array, kernel: Array) -> Array:
-    """A stride-1 "SAME" convolution of ``x`` [B, H, W, I] with ``kernel`` [kh, kw, I, O] (odd
-    sizes), giving [B, H, W, O].
-
-    The gradients are written as forward convolutions in the standard layouts. XLA's CPU backend
-    runs the kernel gradient it derives itself (a convolution with the batch as the contracted
-    feature) tens of times slower inside a loop such as ``lax.scan`` than outside one, and
-    training runs inside loops here; written this way it runs at the speed of a forward pass.
-    """
-    return _conv_same(x, kernel)
-
-
-def _conv2d_same_fwd(x, kernel):
-    return _conv_same(x, kernel), (x, kernel)
-
-
-def _conv2d_same_bwd(residuals, dy):
-    x, kernel = residuals
-    kh, kw = kernel.shape[:2]
-    # dx: the correlation of dy with the spatially flipped kernel, input and output swapped.
-    dx = _conv_same(dy, jnp.flip(kernel, (0, 1)).swapaxes(2, 3))
-    # dkernel[i, j, ci, co] = sum over b, h, w of x_padded[b, h + i, w + j, ci] * dy[b, h, w, co]:
-    # one matrix product per kernel tap, [ci, B*H*W] @ [B*H*W, co]. (As one convolution, batch
-    # ci and kernel dy, XLA's CPU backend took 2.4 times as long at AlphaZero's sizes.)
-    b, h, w, ci = x.shape
-    x_padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-    dy_rows = dy.reshape(b * h * w, dy.shape[-1])
-    taps = [
-        jnp.matmul(x_padded[:, i:i + h, j:j + w, :].reshape(b * h * w, ci).T, dy_rows)
-        for i in range(kh) for j in range(kw)
-    ]
-    return dx, jnp.stack(taps).reshape(kh, kw, ci, dy.shape[-1])
-
-
-conv2d_same.defvjp(_conv2d_same_fwd, _conv2d_same_bwd)
-
-
-class Conv(nnx.Module):
-    """A stride-1 "SAME" 2-D convolution with bias over ``[B, H, W, I]`` (see `conv2d_same`)."""
-
-    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, *, kernel_init=None, rngs: nnx.Rngs):
-        if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        init = kernel_init or nnx.initializers.lecun_normal()
-        shape = (kernel_size, kernel_size, in_features, out_features)
-        self.kernel = nnx.Param(init(rngs.params(), shape, jnp.float32))
-        self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
-
-    def __call__(self, x: Array) -> Array:
-        return conv2d_same(x, self.kernel[...]) + self.bias[...]
 
 
 class ResidualBlock(nnx.Module):
