@@ -112,7 +112,7 @@ def _conv2d_same_bwd(residuals, dy):
         jnp.matmul(x_padded[:, i:i + h, j:j + w, :].reshape(b * h * w, ci).T, dy_rows)
         for i in range(kh) for j in range(kw)
     ]
-    return dx, jnp.stack(taps).reshape(kh, kw, ci, dy.shape[-1]).astype(kernel.dtype)
+    return dx, jnp.stack(taps).reshape(kh, kw, ci, dy.shape[-1])
 
 
 conv2d_same.defvjp(_conv2d_same_fwd, _conv2d_same_bwd)

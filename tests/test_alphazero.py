@@ -1,6 +1,7 @@
 """Gumbel AlphaZero: masking at every depth of the search, value signs, the replay buffer,
 outcome targets, exact reproducibility, a population vmap, and a tiny tic-tac-toe run."""
 
+import dataclasses
 import functools
 
 import jax
@@ -381,8 +382,6 @@ def test_same_key_gives_an_identical_state():
 
 
 def test_cosine_decay_of_the_step_size_over_the_run():
-    import dataclasses
-
     decay = 2 * TINY.num_updates  # zero after two applied iterations
     az = make_alphazero(make("tic_tac_toe"), dataclasses.replace(TINY, decay_updates=decay))
     iteration = jax.jit(az.iteration)
@@ -408,8 +407,6 @@ def test_random_openings_vary_only_the_first_moves():
     """``opening_moves=N``: some of each game's first N moves are random legal moves; later moves
     are the search's (without Gumbel noise the search is deterministic, so games that reach the
     same position go on alike)."""
-    import dataclasses
-
     hparams = AlphaZeroHparams.from_values(**TINY_HPARAMS, gumbel_scale=0.0)
     num_envs, steps = 64, 3
 

@@ -55,15 +55,17 @@ def test_population_inits_call_no_lapack_kernel(preset, overrides):
     assert "lapack" not in text.lower()
 
 
+def _native(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 def test_conv2d_same_gradients_match_the_native_convolution():
     x = jax.random.normal(jax.random.key(0), (4, 6, 7, 3))
-    native = lambda x, k: jax.lax.conv_general_dilated(  # noqa: E731
-        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     for size in (1, 3, 5):
         kernel = jax.random.normal(jax.random.key(size), (size, size, 3, 5))
         ours = lambda x, k: jnp.sum(jnp.sin(conv2d_same(x, k)))  # noqa: E731
-        theirs = lambda x, k: jnp.sum(jnp.sin(native(x, k)))  # noqa: E731
-        np.testing.assert_allclose(conv2d_same(x, kernel), native(x, kernel), atol=1e-5)
+        theirs = lambda x, k: jnp.sum(jnp.sin(_native(x, k)))  # noqa: E731
+        np.testing.assert_allclose(conv2d_same(x, kernel), _native(x, kernel), atol=1e-5)
         for a, b in zip(jax.jit(jax.grad(ours, (0, 1)))(x, kernel), jax.grad(theirs, (0, 1))(x, kernel)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
         kernels = jnp.stack([kernel, -2.0 * kernel])
@@ -71,10 +73,6 @@ def test_conv2d_same_gradients_match_the_native_convolution():
         want = jax.vmap(jax.grad(theirs, (0, 1)), (None, 0))(x, kernels)
         for a, b in zip(got, want):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-
-
-def _native(x, kernel):
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 5e-2)])
