@@ -1,14 +1,15 @@
 """The maze curricula against domain randomisation, several seeds each, at equal env steps.
 
     python scripts/curriculum_compare.py [--methods dr plr accel sfl] [--seeds 0 1 2]
-                                         [--steps 5000000] [--sampled 1000] [--out DIR]
+                                         [--steps 40000000] [--sampled 1000] [--out DIR]
                                          [--set KEY=VALUE ...]
 
 Trains the `maze_<method>` presets (identical agent and budget) for every seed, then evaluates
 each agent (actions sampled from its policy, 20 episodes per maze) on the named held-out mazes and on
 ``--sampled`` sampled solvable mazes with the worst 1% and 10% (CVaR, chosen on one
 measurement and measured on another). Prints one JSON line per run and a table of the means
-over seeds with 95% confidence intervals (Student t); ``--results FILE`` prints the table from
+over seeds with 95% confidence intervals (Student t), then each method's paired difference from
+domain randomisation on the seeds both ran; ``--results FILE`` prints the table from
 the JSON lines of an earlier invocation instead of training.
 """
 
@@ -67,6 +68,22 @@ def print_table(rows: list[dict]) -> None:
             cells.append(f"{mean:.3f} +- {half:.3f}")
         wall = np.mean([r["wall_s"] for r in mine])
         print(f"| {method} | {len(mine)} | " + " | ".join(cells) + f" | {wall:.0f} |")
+    print_paired(rows)
+
+
+def print_paired(rows: list[dict], baseline: str = "dr") -> None:
+    """Each method minus the baseline over the seeds (`train.seed`) both were run with, with a
+    95% interval over those seeds."""
+    base = {r["seed"]: r for r in rows if r["method"] == baseline}
+    for method in dict.fromkeys(r["method"] for r in rows if r["method"] != baseline):
+        pairs = [(r, base[r["seed"]]) for r in rows if r["method"] == method and r["seed"] in base]
+        if len(pairs) < 2:
+            continue
+        cells = []
+        for key, title in COLUMNS:
+            mean, half = mean_ci([a[key] - b[key] for a, b in pairs])
+            cells.append(f"{title.split(',')[0]} {mean:+.3f} +- {half:.3f}")
+        print(f"{method} - {baseline}, paired over {len(pairs)} seeds: " + "; ".join(cells))
 
 
 def main() -> int:

@@ -151,7 +151,7 @@ class CurriculumConfig:
     kind: Literal["none", "dr", "plr", "accel", "sfl", "lp"] = field("none", "none (the env's default level), dr, plr (robust), accel, sfl, or lp (a learning-progress teacher over one parameter of the env's params)")
     capacity: int = field(4000, "levels the replay buffer holds", low=1)
     prioritization: Literal["rank", "proportional"] = field("rank", "how scores become replay probabilities")
-    score: Literal["pvl", "maxmc"] = field("pvl", "PLR/ACCEL level score: positive value loss or MaxMC (SFL uses learnability)")
+    score: Literal["pvl", "maxmc", "learnability"] = field("pvl", "PLR/ACCEL level score: positive value loss, MaxMC, or learnability p(1-p) of the success rate estimated as SFL does (SFL always uses learnability)")
     num_edits: int = field(5, "ACCEL: edits per mutation", low=1)
     min_fill_ratio: float = field(0.5, "replay only once the buffer is this full", low=0.0, high=1.0)
     require_solvable: bool = field(True, "only solvable levels enter the buffer (and mutants are redrawn)")

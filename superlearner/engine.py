@@ -622,7 +622,7 @@ def score_levels(sampler, buffer, batch, rollout, hparams: PPOHparams, curriculu
     measured, count = jax.vmap(episode_success_rate, in_axes=1)(success, done)
     rate = measured
     best = combined_max_returns(buffer, batch.indices, jax.vmap(max_episode_return, in_axes=1)(rollout.reward, done))
-    if sampler.kind == "sfl":
+    if sampler.kind == "sfl" or curriculum_config.score == "learnability":
         rate = smoothed_success_rate(measured, count, buffer.success_rates, batch.indices,
                                      curriculum_config.sfl_prior, curriculum_config.sfl_memory)
         scores = learnability(rate)

@@ -616,6 +616,32 @@ def test_the_learner_changes_exactly_on_the_steps_that_train(kind):
     assert True in seen and False in seen
 
 
+@pytest.mark.parametrize("score", ["learnability", "pvl"])
+def test_accel_scores_levels_by_learnability_when_asked(score):
+    from superlearner.config import config_from_dict
+    from superlearner.engine import initial_state, make_engine
+
+    config = config_from_dict({
+        "env": {"id": "maze", "options": {"max_episode_steps": 6}},
+        "learner": {"num_envs": 4, "num_steps": 16, "num_minibatches": 1, "num_epochs": 1, "hidden_sizes": [8]},
+        "curriculum": {"kind": "accel", "score": score, "capacity": 12, "min_fill_ratio": 0.25},
+        "train": {"total_env_steps": 4 * 16 * 40},
+    })
+    engine = make_engine(config)
+    state, _ = jax.jit(engine.train_chunk, static_argnums=1)(initial_state(engine, 0), 12)
+    buffer = jax.tree.map(lambda x: np.asarray(x[0]), state.curriculum["buffer"])
+    filled = np.arange(12) < buffer.size
+    assert filled.sum() >= 3
+    scores, rates = buffer.scores[filled], buffer.success_rates[filled]
+    if score == "learnability":
+        # Every stored score is p (1 - p) of the stored (Beta-smoothed) success rate, which the
+        # prior keeps off 0 and 1, so no level scores exactly zero.
+        np.testing.assert_allclose(scores, rates * (1.0 - rates), rtol=1e-6)
+        assert ((rates > 0.0) & (rates < 1.0)).all() and (scores > 0.0).all()
+    else:
+        assert not np.allclose(scores, rates * (1.0 - rates))
+
+
 # ------------------------------------------------------------------------------------------------
 # The teacher inside the engine (curriculum.kind: lp).
 
