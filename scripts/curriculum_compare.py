@@ -101,6 +101,10 @@ def main() -> int:
         rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.startswith("{")]
         print_table(rows)
         return 0
+    if args.steps is None:
+        budgets = {m: load_config(f"maze_{m}").train.total_env_steps for m in args.methods}
+        if len(set(budgets.values())) > 1:
+            parser.error(f"the presets' budgets differ ({budgets}); pass --steps N so every run has the same env steps")
     rows = []
     for seed in args.seeds:
         for method in args.methods:
