@@ -586,20 +586,25 @@ def test_bins_to_cartpole_params():
 # The update inside the engine: robust PLR and ACCEL train on replayed levels only.
 
 
+def _tiny_maze_curriculum(**curriculum):
+    """A maze run small enough to compile and fill a 12-level buffer in a few chunks."""
+    from superlearner.config import config_from_dict
+
+    return config_from_dict({
+        "env": {"id": "maze", "options": {"max_episode_steps": 6}},
+        "learner": {"num_envs": 4, "num_steps": 16, "num_minibatches": 1, "num_epochs": 1, "hidden_sizes": [8]},
+        "curriculum": {"capacity": 12, "min_fill_ratio": 0.25, **curriculum},
+        "train": {"total_env_steps": 4 * 16 * 40},
+    })
+
+
 @pytest.mark.parametrize("kind", ["plr", "accel"])
 def test_the_learner_changes_exactly_on_the_steps_that_train(kind):
-    from superlearner.config import config_from_dict
     from superlearner.engine import LEARNER_UPDATED, initial_state, make_engine
 
     # Episodes of at most 6 steps end inside every 16-step rollout, so levels are scored and the
     # buffer fills within a few steps; from then on steps replay (and train) or not at random.
-    config = config_from_dict({
-        "env": {"id": "maze", "options": {"max_episode_steps": 6}},
-        "learner": {"num_envs": 4, "num_steps": 16, "num_minibatches": 1, "num_epochs": 1, "hidden_sizes": [8]},
-        "curriculum": {"kind": kind, "capacity": 12, "min_fill_ratio": 0.25, "replay_prob": 0.5},
-        "train": {"total_env_steps": 4 * 16 * 40},
-    })
-    engine = make_engine(config)
+    engine = make_engine(_tiny_maze_curriculum(kind=kind, replay_prob=0.5))
     state = initial_state(engine, 0)
     chunk = jax.jit(engine.train_chunk, static_argnums=1)
     seen = []
@@ -618,16 +623,9 @@ def test_the_learner_changes_exactly_on_the_steps_that_train(kind):
 
 @pytest.mark.parametrize("score", ["learnability", "pvl"])
 def test_accel_scores_levels_by_learnability_when_asked(score):
-    from superlearner.config import config_from_dict
     from superlearner.engine import initial_state, make_engine
 
-    config = config_from_dict({
-        "env": {"id": "maze", "options": {"max_episode_steps": 6}},
-        "learner": {"num_envs": 4, "num_steps": 16, "num_minibatches": 1, "num_epochs": 1, "hidden_sizes": [8]},
-        "curriculum": {"kind": "accel", "score": score, "capacity": 12, "min_fill_ratio": 0.25},
-        "train": {"total_env_steps": 4 * 16 * 40},
-    })
-    engine = make_engine(config)
+    engine = make_engine(_tiny_maze_curriculum(kind="accel", score=score))
     state, _ = jax.jit(engine.train_chunk, static_argnums=1)(initial_state(engine, 0), 12)
     buffer = jax.tree.map(lambda x: np.asarray(x[0]), state.curriculum["buffer"])
     filled = np.arange(12) < buffer.size
