@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import superlearner as sl
@@ -323,7 +324,7 @@ def _preset_config(preset: str, overrides: dict):
 
 
 def _chunk_throughput(preset: str, overrides: dict, iterations: int, repeats: int, num_devices: int | None = None,
-                      warmup_chunks: int = 0) -> dict:
+                      warmup_chunks: int = 0, prepare=None) -> dict:
     """Env steps per second of ``iterations`` train iterations of ``preset`` (one compiled chunk,
     compile timed apart, best of ``repeats`` calls), without the host loop's logging.
 
@@ -333,6 +334,8 @@ def _chunk_throughput(preset: str, overrides: dict, iterations: int, repeats: in
 
     With ``num_devices``, the state lives on a (pop, data) mesh of the first that many devices,
     laid out as `superlearner train` would (the result then also names the mesh).
+
+    ``prepare(engine, state) -> state``, if given, edits the initial state before anything runs.
     """
     from superlearner import distributed
     from superlearner.engine import initial_state, make_engine
@@ -352,6 +355,8 @@ def _chunk_throughput(preset: str, overrides: dict, iterations: int, repeats: in
         shardings = distributed.train_state_shardings(abstract, mesh, config.train.population_size, config.learner.num_envs)
         state = initial_state(engine, config.train.seed, shardings)
         chunk = jax.jit(engine.train_chunk, static_argnums=1, out_shardings=(shardings, distributed.replicated(mesh)))
+    if prepare is not None:
+        state = prepare(engine, state)
     with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
         compiled = chunk.lower(state, iterations).compile()
     compile_seconds = time.perf_counter() - start
@@ -562,7 +567,7 @@ def bench_selfplay(args: argparse.Namespace) -> Report:
     PPO update and league bookkeeping), and cartpole PPO at each preset's batch shape."""
     rows = []
     for preset in args.presets:
-        result = _chunk_throughput(preset, {}, args.iterations, args.repeats)
+        result = _chunk_throughput(preset, {}, args.iterations, args.repeats, prepare=_full_league)
         lc = result["config"].learner
         single = _chunk_throughput("cartpole_ppo", {"learner.num_envs": lc.num_envs, "learner.num_steps": lc.num_steps,
                                                     "learner.num_minibatches": lc.num_minibatches, "learner.num_epochs": lc.num_epochs},
@@ -576,10 +581,22 @@ def bench_selfplay(args: argparse.Namespace) -> Report:
         f"Timed: one compiled chunk of {args.iterations} iterations (rollout, PPO update, league "
         f"bookkeeping), compile excluded, best of {args.repeats}. The cartpole column is single-agent "
         "PPO with the same envs x steps, epochs and minibatches.",
+        "The league starts full (every slot holds a snapshot of the initial learner), so games draw "
+        "their opponents from all of its slots as in a run's steady state.",
     ]
     table = Table("Self-play PPO throughput", ["preset", "envs x steps", "decisions/s", "cartpole PPO steps/s (same shape)",
                                                "ratio", "s compile"], rows)
     return Report("selfplay: league self-play throughput", notes, [table])
+
+
+def _full_league(engine, state):
+    """``state`` with every league slot holding a snapshot of the initial learner."""
+    from superlearner.league import add_snapshot
+
+    league = state.league
+    for slot in range(1, engine.config.league.capacity):
+        league = jax.vmap(lambda lg, p: add_snapshot(lg, p, jnp.int32(slot)))(league, state.learner.params)
+    return state.replace(league=league)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ import pytest
 
 from superlearner.config import config_from_dict, load_config
 from superlearner.engine import make_engine
-from superlearner.selfplay import collect_self_play, outcome_score
+from superlearner import selfplay
+from superlearner.league import SELF
+from superlearner.selfplay import collect_self_play, opponent_bank, opponent_logits, outcome_score
 
 
 def _engine(env_id="tic_tac_toe", **league):
@@ -58,6 +60,32 @@ def test_against_a_random_snapshot_the_second_seat_moves_after_the_opening_reply
     # where the learner sits second.
     np.testing.assert_array_equal(np.asarray(game.current_player), np.asarray(matches.seat))
     np.testing.assert_array_equal(np.asarray(game.step_count), np.asarray(matches.seat))
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_each_game_gets_the_logits_of_its_own_opponent(dense, monkeypatch):
+    # Both ways of running the opponents (every network on every game, or each game's network
+    # gathered) must give each game its own opponent's policy.
+    monkeypatch.setattr(selfplay, "DENSE_OPPONENTS_MAX", 64 if dense else 0)
+    engine = _engine()
+    state = engine.init(2)
+    take = lambda x: jax.tree.map(lambda a: a[0], x)
+    params, league, matches = take(state.learner.params), take(state.league), take(state.env_state)
+    keys = jax.random.split(jax.random.key(7), league.capacity)
+    snapshots = jax.tree.map(
+        lambda x: x + jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], x.dtype))(keys), league.params
+    )
+    league = league.replace(params=snapshots)
+    opponent = np.arange(matches.seat.shape[0]) % (league.capacity + 1) - 1  # SELF, then every slot
+    matches = matches.replace(opponent=jax.numpy.asarray(opponent, jax.numpy.int32))
+    logits = np.asarray(opponent_logits(engine.learner, opponent_bank(league, params), league.capacity, matches))
+    game = matches.game
+    for i, slot in enumerate(opponent):
+        own = params if slot == SELF else jax.tree.map(lambda x: x[slot], snapshots)
+        expected = engine.learner.policy(own, game.observation[i], game.legal_action_mask[i])[0]
+        np.testing.assert_allclose(logits[i], np.asarray(expected), rtol=1e-5, atol=1e-5)
+    # The snapshots differ, so a game reading another game's network would have been caught.
+    assert len({tuple(np.round(row[np.isfinite(row)], 4)) for row in logits}) > league.capacity
 
 
 def test_kuhn_poker_rewards_are_the_learners_chips():
