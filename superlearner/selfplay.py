@@ -213,8 +213,8 @@ def opponent_bank(league: LeagueState, params):
 # Up to this many opponents (the league's slots and the learner), `opponent_logits` runs every
 # opponent's network on every game and keeps each game's own; beyond it, it gathers each game's
 # parameters instead. The gather copies a whole network per game, which XLA's CPU backend does far
-# slower than the extra arithmetic: on a 2-core CPU, connect_four_selfplay (256x256 MLP, 128 games,
-# 17 opponents) trains 1.5x faster this way (`scripts/benchmark.py selfplay`).
+# slower than the extra arithmetic: on a 2-core CPU, connect_four_selfplay's train chunk (256x256
+# MLP, 128 games, 17 opponents) ran 1.3-1.5x faster this way in `scripts/benchmark.py selfplay`.
 DENSE_OPPONENTS_MAX = 32
 
 
