@@ -1,6 +1,7 @@
 """Self-play rollouts: seats, perspective and signs, on real games."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -9,6 +10,11 @@ from superlearner.engine import make_engine
 from superlearner import selfplay
 from superlearner.league import SELF
 from superlearner.selfplay import collect_self_play, opponent_bank, opponent_logits, outcome_score
+
+
+def _member0(tree):
+    """Member 0 of a population-batched pytree."""
+    return jax.tree.map(lambda a: a[0], tree)
 
 
 def _engine(env_id="tic_tac_toe", **league):
@@ -25,9 +31,8 @@ def _engine(env_id="tic_tac_toe", **league):
 def test_learner_always_acts_at_its_own_decisions_and_rewards_have_its_sign():
     engine = _engine(weight_self=1.0, weight_uniform=1.0)
     state = engine.init(0)
-    take = lambda x: jax.tree.map(lambda a: a[0], x)  # member 0
-    params, league, matches = take(state.learner.params), take(state.league), take(state.env_state)
-    collect = jax.jit(lambda m, l, k: collect_self_play(engine.env, engine.learner, params, l, m, take(state.env_params), k, 24))
+    params, league, matches = _member0(state.learner.params), _member0(state.league), _member0(state.env_state)
+    collect = jax.jit(lambda m, l, k: collect_self_play(engine.env, engine.learner, params, l, m, _member0(state.env_params), k, 24))
     seats = []
     for seed in range(3):
         start = matches
@@ -54,7 +59,7 @@ def test_learner_always_acts_at_its_own_decisions_and_rewards_have_its_sign():
 def test_against_a_random_snapshot_the_second_seat_moves_after_the_opening_reply():
     engine = _engine()
     state = engine.init(1)
-    matches = jax.tree.map(lambda a: a[0], state.env_state)
+    matches = _member0(state.env_state)
     game = matches.game
     # Every game starts at a learner decision, with the opponent's opening move already made
     # where the learner sits second.
@@ -69,15 +74,14 @@ def test_each_game_gets_the_logits_of_its_own_opponent(dense, monkeypatch):
     monkeypatch.setattr(selfplay, "DENSE_OPPONENTS_MAX", 64 if dense else 0)
     engine = _engine()
     state = engine.init(2)
-    take = lambda x: jax.tree.map(lambda a: a[0], x)
-    params, league, matches = take(state.learner.params), take(state.league), take(state.env_state)
+    params, league, matches = _member0(state.learner.params), _member0(state.league), _member0(state.env_state)
     keys = jax.random.split(jax.random.key(7), league.capacity)
     snapshots = jax.tree.map(
         lambda x: x + jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], x.dtype))(keys), league.params
     )
     league = league.replace(params=snapshots)
     opponent = np.arange(matches.seat.shape[0]) % (league.capacity + 1) - 1  # SELF, then every slot
-    matches = matches.replace(opponent=jax.numpy.asarray(opponent, jax.numpy.int32))
+    matches = matches.replace(opponent=jnp.asarray(opponent, jnp.int32))
     logits = np.asarray(opponent_logits(engine.learner, opponent_bank(league, params), league.capacity, matches))
     game = matches.game
     for i, slot in enumerate(opponent):
@@ -91,10 +95,9 @@ def test_each_game_gets_the_logits_of_its_own_opponent(dense, monkeypatch):
 def test_kuhn_poker_rewards_are_the_learners_chips():
     engine = _engine("kuhn_poker", weight_self=1.0)
     state = engine.init(0)
-    take = lambda x: jax.tree.map(lambda a: a[0], x)
     out = jax.jit(lambda k: collect_self_play(
-        engine.env, engine.learner, take(state.learner.params), take(state.league), take(state.env_state),
-        take(state.env_params), k, 24))(jax.random.key(3))
+        engine.env, engine.learner, _member0(state.learner.params), _member0(state.league), _member0(state.env_state),
+        _member0(state.env_params), k, 24))(jax.random.key(3))
     reward, cont = np.asarray(out[2].reward), np.asarray(out[2].continue_)
     assert set(np.unique(reward[cont == 0])) <= {-2.0, -1.0, 1.0, 2.0}
     # Against itself the learner's expected result is zero: over many games, near zero.
@@ -106,7 +109,7 @@ def test_random_opening_plies_give_varied_live_starts_at_a_learner_decision():
 
     engine = _engine()
     state = engine.init(0)
-    league, env_params = jax.tree.map(lambda a: a[0], (state.league, state.env_params))
+    league, env_params = _member0((state.league, state.env_params))
     fresh = jax.jit(lambda k: new_matches(engine.env, league, k, 16, env_params, opening_moves=3))
     plies = np.concatenate([np.asarray(fresh(jax.random.key(s)).game.step_count) for s in range(8)])
     assert set(np.unique(plies)) == {0, 1, 2, 3}
@@ -115,10 +118,9 @@ def test_random_opening_plies_give_varied_live_starts_at_a_learner_decision():
     # Training with openings keeps every game at a learner decision between rollouts.
     engine = _engine(weight_self=1.0, opening_moves=3)
     state = engine.init(2)
-    take = lambda x: jax.tree.map(lambda a: a[0], x)
     matches, _, rollout, _ = jax.jit(lambda k: collect_self_play(
-        engine.env, engine.learner, take(state.learner.params), take(state.league), take(state.env_state),
-        take(state.env_params), k, 24, 3))(jax.random.key(1))
+        engine.env, engine.learner, _member0(state.learner.params), _member0(state.league), _member0(state.env_state),
+        _member0(state.env_params), k, 24, 3))(jax.random.key(1))
     np.testing.assert_array_equal(np.asarray(matches.game.current_player), np.asarray(matches.seat))
     assert not np.any(np.asarray(matches.game.terminated))
 
@@ -129,8 +131,7 @@ def test_payoff_row_is_a_mean_return_against_each_filled_slot_with_paired_deals(
 
     engine = _engine("kuhn_poker")
     state = engine.init(0)
-    take = lambda x: jax.tree.map(lambda a: a[0], x)
-    league, params = take(state.league), take(state.learner.params)
+    league, params = _member0(state.league), _member0(state.learner.params)
     row = jax.jit(make_payoff_fn(engine.env, engine.learner, 64))(league, params, jax.random.key(0))
     assert row.shape == (4,)
     filled = np.asarray(league.filled)
