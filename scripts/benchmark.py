@@ -567,14 +567,20 @@ def bench_selfplay(args: argparse.Namespace) -> Report:
     PPO update and league bookkeeping), and cartpole PPO at each preset's batch shape."""
     rows = []
     for preset in args.presets:
-        result = _chunk_throughput(preset, {}, args.iterations, args.repeats, prepare=_full_league)
-        lc = result["config"].learner
-        single = _chunk_throughput("cartpole_ppo", {"learner.num_envs": lc.num_envs, "learner.num_steps": lc.num_steps,
-                                                    "learner.num_minibatches": lc.num_minibatches, "learner.num_epochs": lc.num_epochs},
-                                   args.iterations, args.repeats)
-        rows.append([preset, f"{lc.num_envs} x {lc.num_steps}", format_rate(result["rate"]), format_rate(single["rate"]),
-                     f"{result['rate'] / single['rate']:.2f}", f"{result['compile']:.1f}"])
-        print(f"  {preset:<24} {format_rate(result['rate']):>8} decisions/s", file=sys.stderr)
+        single = None
+        for groups in args.groups:
+            overrides = {} if groups is None else {"league.opponent_groups": groups}
+            result = _chunk_throughput(preset, overrides, args.iterations, args.repeats, prepare=_full_league)
+            lc = result["config"].learner
+            if single is None:
+                single = _chunk_throughput("cartpole_ppo", {"learner.num_envs": lc.num_envs, "learner.num_steps": lc.num_steps,
+                                                            "learner.num_minibatches": lc.num_minibatches, "learner.num_epochs": lc.num_epochs},
+                                           args.iterations, args.repeats)
+            rows.append([preset, str(result["config"].league.opponent_groups), f"{lc.num_envs} x {lc.num_steps}",
+                         format_rate(result["rate"]), format_rate(single["rate"]),
+                         f"{result['rate'] / single['rate']:.2f}", f"{result['compile']:.1f}"])
+            print(f"  {preset:<24} groups {result['config'].league.opponent_groups:>3} {format_rate(result['rate']):>8} decisions/s",
+                  file=sys.stderr)
     notes = [
         "A learner decision is one move of the learning agent together with the league opponent's "
         "replies (every env move of the opponent is extra work not counted in the rate).",
@@ -583,10 +589,27 @@ def bench_selfplay(args: argparse.Namespace) -> Report:
         "PPO with the same envs x steps, epochs and minibatches.",
         "The league starts full (every slot holds a snapshot of the initial learner), so games draw "
         "their opponents from all of its slots as in a run's steady state.",
+        "Opponent groups: 0 draws every game's opponent on its own (each reply runs every league "
+        "opponent's network on all games, or gathers each game's network when the league has over 32 "
+        "opponents); G > 0 (`league.opponent_groups`) "
+        "shares one draw among the new games of each of G groups per rollout, so a reply runs two "
+        "networks per group.",
     ]
-    table = Table("Self-play PPO throughput", ["preset", "envs x steps", "decisions/s", "cartpole PPO steps/s (same shape)",
-                                               "ratio", "s compile"], rows)
+    table = Table("Self-play PPO throughput", ["preset", "opponent groups", "envs x steps", "decisions/s",
+                                               "cartpole PPO steps/s (same shape)", "ratio", "s compile"], rows)
     return Report("selfplay: league self-play throughput", notes, [table])
+
+
+def _groups_arg(text: str):
+    if text == "preset":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 'preset' or a whole number >= 0 (0: no groups)")
+    return value
 
 
 def _full_league(engine, state):
@@ -1067,6 +1090,8 @@ FAMILIES: dict[str, Family] = {
         (
             arg("--presets", nargs="+", default=list(SELFPLAY_PRESETS), metavar="PRESET", help="self-play presets to time"),
             arg("--iterations", type=positive_int, default=20, help="iterations per timed chunk (default 20)"),
+            arg("--groups", nargs="+", type=_groups_arg, default=[0, 8], metavar="G",
+                help="league.opponent_groups values to time; 'preset' keeps the preset's own (default: 0 8)"),
         ),
     ),
     "curriculum": Family(

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from superlearner.errors import CheckpointError
@@ -37,6 +38,15 @@ def _ocp():
     import orbax.checkpoint as ocp
 
     return ocp
+
+
+# Leaves the train state gained after checkpoints had been written, and how to derive each from
+# what such a checkpoint holds: {key: (source key, function of the source leaf)}.
+DERIVED_LEAVES = {
+    # Self-play opponent groups (`superlearner.selfplay`): without groups a game's pair is its
+    # opponent twice.
+    ".env_state.pair": (".env_state.opponent", lambda opponent: jnp.stack([opponent, opponent], axis=-1)),
+}
 
 
 def flatten_state(tree: Any) -> dict[str, Any]:
@@ -146,24 +156,33 @@ class Checkpointer:
         where = f"{self.directory}/{step}"
         metadata = self.read_metadata(step)
         abstract = {k: _restore_target(v) for k, v in flatten_state(template).items()}
+        derived = {}
         try:
             stored = self._manager.item_metadata(step)["state"]
             if stored is not None:
                 keys = set(stored.keys())
-                if keys != set(abstract):
+                derived = {
+                    k: DERIVED_LEAVES[k] for k in set(abstract) - keys
+                    if k in DERIVED_LEAVES and DERIVED_LEAVES[k][0] in keys
+                }
+                if keys | set(derived) != set(abstract):
                     unflatten_state(template, {k: np.zeros(0) for k in keys}, where)
                 # Shapes and dtypes too, before orbax is asked to read into the target layout.
                 if all(getattr(m, "shape", None) is not None and getattr(m, "dtype", None) is not None for m in stored.values()):
                     described = {k: jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(m.dtype)) for k, m in stored.items()}
+                    described.update({k: abstract[k] for k in derived})
                     unflatten_state(template, described, where)
-            restored = self._manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-            )["state"]
+            reading = {k: v for k, v in abstract.items() if k not in derived}
+            restored = dict(self._manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(reading))
+            )["state"])
         except CheckpointError:
             raise
         except Exception as error:  # orbax raises many kinds for a damaged folder
             raise CheckpointError(f"{where}: checkpoint cannot be read ({type(error).__name__}: {error})") from None
-        return unflatten_state(template, dict(restored), where), metadata
+        for key, (source, derive) in derived.items():
+            restored[key] = derive(restored[source])
+        return unflatten_state(template, restored, where), metadata
 
     def read_metadata(self, step: int | None = None) -> dict:
         step = self.latest_step() if step is None else step

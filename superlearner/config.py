@@ -129,6 +129,8 @@ class LeagueConfig:
     payoff_games: int = field(0, "games a new snapshot plays against each snapshot to fill the payoff matrix (0 = none; meta_solver=nash needs some)", low=0)
     solver_iterations: int = field(1000, "regret-matching iterations of the nash meta-solver per new snapshot", low=1)
     opening_moves: int = field(0, "training games open with a uniform number in 0..opening_moves of random plies (varied positions)", low=0)
+    opponent_temperature: float = field(1.0, "static: league opponents sample their moves from softmax(logits / T); 0 plays each one's most probable move", low=0.0, high=100.0)
+    opponent_groups: int = field(0, "static: 0 draws every game's opponent on its own; G > 0 splits the games into G equal groups whose new games in a rollout share one drawn opponent, so a reply runs 2 networks per group instead of every league opponent's (must divide learner.num_envs)", low=0)
     payoff_decay: float = field(0.02, "step size of the decayed-average win rates", low=0.0, high=1.0)
     beat_margin: float = field(0.7, "league score above which a snapshot is added (snapshot_rule=beat)", low=0.0, high=1.0)
 
@@ -572,6 +574,11 @@ def validate_semantics(config: ExperimentConfig, source: str = "config") -> None
         if not config.arena.anchors:
             raise ConfigError(f"{source}: meta.progress=anchors plays arena.anchors, which is empty; name at least one (e.g. [random, minimax:2])")
     league = config.league
+    if league.opponent_groups and config.learner.num_envs % league.opponent_groups:
+        raise ConfigError(
+            f"{source}: league.opponent_groups={league.opponent_groups} must divide learner.num_envs="
+            f"{config.learner.num_envs} (the games split into equal groups); give a divisor, or 0 for no groups"
+        )
     if league.meta_solver == "nash" and league.payoff_games < 2:
         raise ConfigError(
             f"{source}: league.meta_solver=nash solves the snapshots' payoff matrix, which games fill: "

@@ -183,8 +183,11 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
 
             def start(league, key, env_params, params):
                 match_key, reply_key = jax.random.split(key)
-                matches = new_matches(env, league, match_key, num_envs, env_params, config.league.opening_moves)
-                return to_learner_decision(env, league, matches, reply_key, learner, params)
+                groups = config.league.opponent_groups
+                matches = new_matches(env, league, match_key, num_envs, env_params, config.league.opening_moves, groups)
+                return to_learner_decision(
+                    env, league, matches, reply_key, learner, params, groups, config.league.opponent_temperature
+                )
 
             env_state = jax.vmap(start)(league, env_keys, env_params, learner_state.params)
             stats = _zero_selfplay_stats(size)
@@ -295,7 +298,7 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         key, rollout_key, update_key, payoff_key = jax.random.split(key, 4)
         matches, league, rollout, stats = collect_self_play(
             env, learner, learner_state.params, league, matches, env_params, rollout_key, num_steps,
-            config.league.opening_moves,
+            config.league.opening_moves, config.league.opponent_groups, config.league.opponent_temperature,
         )
         learner_state, metrics = learner.update(learner_state, rollout, hparams, update_key)
         lg = config.league

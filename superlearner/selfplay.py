@@ -12,6 +12,16 @@ single-agent task, so GAE and PPO apply unchanged:
   point of view (observations are always the mover's view, so no sign flip is needed).
 
 A game's opening reply (when the learner sits second) belongs to no learner transition.
+
+**Opponent groups.** Every game has its own opponent, so a reply would run each league
+opponent's network (up to ``C + 1`` of them) over the games. With ``groups = G > 0`` the N games
+are split into G equal blocks, and the new games of a block share one opponent drawn (from the
+same mixture) at the start of a rollout: each block holds a pair (previous, current) of
+opponents, its games started in an earlier rollout play the previous one, and a block draws a
+new current opponent only once none of its games still plays the previous one. A reply then
+runs two networks per block, whatever the league's size. A game keeps its opponent from its
+first move to its last, as without groups; what changes is that the games a block starts
+within one rollout face the same opponent.
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ class Match:
       opponent: int32, the league slot of the opponent, or `SELF`.
       learner_return: float32, the learner's reward so far in this game.
       length: int32, moves so far (both players).
+      pair: int32[2], with opponent groups the (previous, current) opponents of the game's
+        group (the game's ``opponent`` is one of them); without groups ``opponent`` twice.
     """
 
     game: State
@@ -43,6 +55,7 @@ class Match:
     opponent: jax.Array
     learner_return: jax.Array
     length: jax.Array
+    pair: jax.Array
 
 
 @struct.dataclass
@@ -61,25 +74,46 @@ def outcome_score(learner_return: jax.Array) -> jax.Array:
     return 0.5 * (jnp.sign(learner_return) + 1.0)
 
 
-def new_matches(env: Env, league: LeagueState, key: jax.Array, num: int, env_params, opening_moves: int = 0) -> Match:
+def new_matches(
+    env: Env, league: LeagueState, key: jax.Array, num: int, env_params, opening_moves: int = 0, groups: int = 0
+) -> Match:
     """``num`` fresh games with random seats and opponents drawn from the league.
 
     With ``opening_moves`` (static) > 0, each game first plays a uniformly drawn number in
     ``0..opening_moves`` of uniformly random legal plies, which belong to neither player, so
     that training sees varied positions (random openings, as in the arena). A ply that would
-    end the game is not played.
+    end the game is not played. With ``groups`` (static) > 0, one opponent is drawn per group
+    of ``num // groups`` consecutive games (see the module docstring).
     """
     seat_key, opponent_key, reset_key, opening_key = jax.random.split(key, 4)
     games = jax.vmap(env.reset)(jax.random.split(reset_key, num), env_params)
     if opening_moves > 0:
         games = _random_plies(env, games, opening_key, opening_moves, env_params)
+    if groups:
+        opponent = jnp.repeat(sample_opponents(league, opponent_key, groups), num // groups)
+    else:
+        opponent = sample_opponents(league, opponent_key, num)
     return Match(
         game=games,
         seat=jax.random.randint(seat_key, (num,), 0, env.num_players, dtype=jnp.int32),
-        opponent=sample_opponents(league, opponent_key, num),
+        opponent=opponent,
         learner_return=jnp.zeros((num,), jnp.float32),
         length=jnp.zeros((num,), jnp.int32),
+        pair=jnp.stack([opponent, opponent], axis=1),
     )
+
+
+def next_pairs(league: LeagueState, matches: Match, key: jax.Array, groups: int) -> Match:
+    """Starts a rollout with opponent groups: a group whose games all play its current opponent
+    moves it to the previous place and draws a new current one; a group with a game still
+    playing its previous opponent keeps its pair. ``key`` is consumed."""
+    num = matches.seat.shape[0]
+    size = num // groups
+    pairs = matches.pair[::size]  # [G, 2]
+    settled = jnp.all((matches.opponent == matches.pair[:, 1]).reshape(groups, size), axis=1)
+    drawn = sample_opponents(league, key, groups)
+    pairs = jnp.where(settled[:, None], jnp.stack([pairs[:, 1], drawn], axis=1), pairs)
+    return matches.replace(pair=jnp.repeat(pairs, size, axis=0))
 
 
 def collect_self_play(
@@ -92,11 +126,16 @@ def collect_self_play(
     key: jax.Array,
     num_steps: int,
     opening_moves: int = 0,
+    groups: int = 0,
+    opponent_temperature: float = 1.0,
 ):
     """Runs ``num_steps`` learner decisions in each of the N games of ``matches``.
 
     ``matches`` must be at a learner decision (the engine keeps it so between rollouts); new
-    games open with up to ``opening_moves`` random plies (static; see `new_matches`).
+    games open with up to ``opening_moves`` random plies (static; see `new_matches`). With
+    ``groups`` (static) > 0, opponents are drawn per group of games (see the module docstring;
+    ``matches`` must come from `new_matches` with the same ``groups``). The opponents sample
+    their moves at ``opponent_temperature`` (static; 0: each plays its most probable move).
 
     Returns:
       ``(matches, league, rollout, stats)``: the games to continue from, the league with the
@@ -104,12 +143,14 @@ def collect_self_play(
       `SelfPlayStats`.
     """
     num = matches.seat.shape[0]
-    bank = opponent_bank(league, params)
     vstep = jax.vmap(env.step)
+    if groups:
+        key, pair_key = jax.random.split(key)
+        matches = next_pairs(league, matches, pair_key, groups)
+    opponent_logits = opponent_policy(learner, league, params, matches, groups)
 
     def opponent_actions(matches: Match, key):
-        logits = opponent_logits(learner, bank, league.capacity, matches)
-        return jax.random.categorical(key, logits).astype(jnp.int32)
+        return _sample(key, opponent_logits(matches), opponent_temperature)
 
     def advance(matches: Match, actions, movers, key):
         """Applies ``actions`` in the games where ``movers``; returns rewards for the learner."""
@@ -125,10 +166,16 @@ def collect_self_play(
     def finish_and_restart(matches: Match, league: LeagueState, key, results):
         """Records ended games and replaces them by fresh ones."""
         ended = matches.game.terminated | matches.game.truncated
+        old_pair = matches.pair
         league = record_results(league, matches.opponent, outcome_score(matches.learner_return), ended)
         results = _add_results(results, matches, ended)
         fresh = new_matches(env, league, key, num, env_params, opening_moves)
         matches = jax.tree.map(lambda a, b: jnp.where(_bcast(ended, a), a, b), fresh, matches)
+        if groups:
+            # A new game plays its group's current opponent. This is set after the select: had the
+            # fresh games read the carried pair before it, XLA's CPU fusion would recompute their
+            # random opening plies (a 2.5x slower rollout, measured).
+            matches = matches.replace(pair=old_pair, opponent=jnp.where(ended, old_pair[:, 1], matches.opponent))
         return matches, league, results
 
     def body(carry, step_key):
@@ -210,26 +257,60 @@ def opponent_bank(league: LeagueState, params):
     return jax.tree.map(lambda snaps, p: jnp.concatenate([snaps, p[None]], axis=0), league.params, params)
 
 
-# Up to this many opponents (the league's slots and the learner), `opponent_logits` runs every
-# opponent's network on every game and keeps each game's own; beyond it, it gathers each game's
+# Up to this many opponents (the league's slots and the learner), `opponent_policy` without groups
+# runs every opponent's network on every game and keeps each game's own; beyond it, it gathers each game's
 # parameters instead. The gather copies a whole network per game, which XLA's CPU backend does far
 # slower than the extra arithmetic: on a 2-core CPU, connect_four_selfplay's train chunk (256x256
 # MLP, 128 games, 17 opponents) ran 1.3-1.5x faster this way in `scripts/benchmark.py selfplay`.
 DENSE_OPPONENTS_MAX = 32
 
 
-def opponent_logits(learner: PPO, bank, capacity: int, matches: Match) -> jax.Array:
-    """float[N, A]: each game's opponent's masked logits (`SELF` reads the bank's last slot)."""
-    index = jnp.where(matches.opponent == SELF, capacity, matches.opponent)
-    observation, mask = matches.game.observation, matches.game.legal_action_mask
-    if capacity + 1 <= DENSE_OPPONENTS_MAX:
-        every = jax.vmap(lambda p: learner.policy(p, observation, mask)[0])(bank)  # [C + 1, N, A]
-        return jnp.take_along_axis(every, index[None, :, None], axis=0)[0]
+def opponent_policy(learner: PPO, league: LeagueState, params, matches: Match, groups: int = 0):
+    """``logits(matches) -> float[N, A]``: each game's opponent's masked logits, for as long as
+    the learner's ``params``, the league and (with ``groups``) the groups' pairs stay as they
+    are in ``matches`` (one rollout). `SELF` is the learner's ``params``."""
+    bank = opponent_bank(league, params)
+    capacity = league.capacity
+    if groups:
+        size = matches.seat.shape[0] // groups
+        pairs = matches.pair[::size]  # [G, 2]
+        # The groups' networks are taken out of the bank once, not at every reply.
+        nets = jax.tree.map(lambda x: x[jnp.where(pairs == SELF, capacity, pairs)], bank)  # [G, 2, ...]
 
-    def policy_of(i, observation, mask):
-        return learner.policy(jax.tree.map(lambda x: x[i], bank), observation, mask)[0]
+        def grouped(matches: Match) -> jax.Array:
+            def split(x):
+                return x.reshape((groups, size) + x.shape[1:])
 
-    return jax.vmap(policy_of)(index, observation, mask)
+            def of_group(pair_nets, observation, mask):
+                return jax.vmap(lambda p: learner.policy(p, observation, mask)[0])(pair_nets)  # [2, size, A]
+
+            both = jax.vmap(of_group)(nets, split(matches.game.observation), split(matches.game.legal_action_mask))
+            current = split(matches.opponent == matches.pair[:, 1])
+            logits = jnp.where(current[..., None], both[:, 1], both[:, 0])
+            return logits.reshape((-1,) + logits.shape[2:])
+
+        return grouped
+
+    def per_game(matches: Match) -> jax.Array:
+        index = jnp.where(matches.opponent == SELF, capacity, matches.opponent)
+        observation, mask = matches.game.observation, matches.game.legal_action_mask
+        if capacity + 1 <= DENSE_OPPONENTS_MAX:
+            every = jax.vmap(lambda p: learner.policy(p, observation, mask)[0])(bank)  # [C + 1, N, A]
+            return jnp.take_along_axis(every, index[None, :, None], axis=0)[0]
+
+        def policy_of(i, observation, mask):
+            return learner.policy(jax.tree.map(lambda x: x[i], bank), observation, mask)[0]
+
+        return jax.vmap(policy_of)(index, observation, mask)
+
+    return per_game
+
+
+def _sample(key: jax.Array, logits: jax.Array, temperature: float) -> jax.Array:
+    """int32[N]: a move per row of masked ``logits``, drawn at ``temperature`` (0: the argmax)."""
+    if temperature == 0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return jax.random.categorical(key, logits / temperature).astype(jnp.int32)
 
 
 def _add_results(results: dict, matches: Match, ended: jax.Array) -> dict:
@@ -264,13 +345,16 @@ def _bcast(mask: jax.Array, like: jax.Array) -> jax.Array:
     return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
 
 
-def to_learner_decision(env: Env, league: LeagueState, matches: Match, key: jax.Array, learner: PPO, params) -> Match:
+def to_learner_decision(
+    env: Env, league: LeagueState, matches: Match, key: jax.Array, learner: PPO, params, groups: int = 0,
+    opponent_temperature: float = 1.0,
+) -> Match:
     """Plays the opponent's opening move in games where the learner sits second, so every game
     starts at a learner decision (used once, after the first reset)."""
     num = matches.seat.shape[0]
-    logits = opponent_logits(learner, opponent_bank(league, params), league.capacity, matches)
+    logits = opponent_policy(learner, league, params, matches, groups)(matches)
     act_key, step_key = jax.random.split(key)
-    actions = jax.random.categorical(act_key, logits).astype(jnp.int32)
+    actions = _sample(act_key, logits, opponent_temperature)
     movers = matches.game.current_player != matches.seat
     stepped = jax.vmap(env.step)(matches.game, actions, jax.random.split(step_key, num))
     game = jax.tree.map(lambda a, b: jnp.where(_bcast(movers, a), a, b), stepped, matches.game)

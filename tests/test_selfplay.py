@@ -9,7 +9,7 @@ from superlearner.config import config_from_dict, load_config
 from superlearner.engine import make_engine
 from superlearner import selfplay
 from superlearner.league import SELF
-from superlearner.selfplay import collect_self_play, opponent_bank, opponent_logits, outcome_score
+from superlearner.selfplay import collect_self_play, opponent_policy, outcome_score
 
 
 def _member0(tree):
@@ -67,6 +67,23 @@ def test_against_a_random_snapshot_the_second_seat_moves_after_the_opening_reply
     np.testing.assert_array_equal(np.asarray(game.step_count), np.asarray(matches.seat))
 
 
+def _distinct_snapshots(league):
+    """The league with every slot's network perturbed differently, so games reading another
+    game's network are caught."""
+    keys = jax.random.split(jax.random.key(7), league.capacity)
+    return league.replace(params=jax.tree.map(
+        lambda x: x + jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], x.dtype))(keys), league.params
+    ))
+
+
+def _assert_own_opponents_logits(engine, params, league, matches, logits):
+    game = matches.game
+    for i, slot in enumerate(np.asarray(matches.opponent)):
+        own = params if slot == SELF else jax.tree.map(lambda x: x[slot], league.params)
+        expected = engine.learner.policy(own, game.observation[i], game.legal_action_mask[i])[0]
+        np.testing.assert_allclose(logits[i], np.asarray(expected), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("dense", [True, False])
 def test_each_game_gets_the_logits_of_its_own_opponent(dense, monkeypatch):
     # Both ways of running the opponents (every network on every game, or each game's network
@@ -75,21 +92,68 @@ def test_each_game_gets_the_logits_of_its_own_opponent(dense, monkeypatch):
     engine = _engine()
     state = engine.init(2)
     params, league, matches = _member0(state.learner.params), _member0(state.league), _member0(state.env_state)
-    keys = jax.random.split(jax.random.key(7), league.capacity)
-    snapshots = jax.tree.map(
-        lambda x: x + jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], x.dtype))(keys), league.params
-    )
-    league = league.replace(params=snapshots)
+    league = _distinct_snapshots(league)
     opponent = np.arange(matches.seat.shape[0]) % (league.capacity + 1) - 1  # SELF, then every slot
     matches = matches.replace(opponent=jnp.asarray(opponent, jnp.int32))
-    logits = np.asarray(opponent_logits(engine.learner, opponent_bank(league, params), league.capacity, matches))
-    game = matches.game
-    for i, slot in enumerate(opponent):
-        own = params if slot == SELF else jax.tree.map(lambda x: x[slot], snapshots)
-        expected = engine.learner.policy(own, game.observation[i], game.legal_action_mask[i])[0]
-        np.testing.assert_allclose(logits[i], np.asarray(expected), rtol=1e-5, atol=1e-5)
+    logits = np.asarray(opponent_policy(engine.learner, league, params, matches)(matches))
+    _assert_own_opponents_logits(engine, params, league, matches, logits)
     # The snapshots differ, so a game reading another game's network would have been caught.
     assert len({tuple(np.round(row[np.isfinite(row)], 4)) for row in logits}) > league.capacity
+
+
+def test_with_opponent_groups_each_game_gets_the_logits_of_its_own_opponent():
+    engine = _engine(opponent_groups=4)
+    state = engine.init(2)
+    params, league, matches = _member0(state.learner.params), _member0(state.league), _member0(state.env_state)
+    league = _distinct_snapshots(league)
+    # Four groups of four games; each group's pair is (previous, current), and its games play
+    # one or the other.
+    pairs = np.array([[SELF, 0], [1, 2], [3, SELF], [2, 2]])
+    plays_current = np.array([0, 1, 1, 0, 1, 0, 1, 0, 0, 0, 1, 1, 1, 1, 0, 1], bool)
+    pair = np.repeat(pairs, 4, axis=0)
+    opponent = np.where(plays_current, pair[:, 1], pair[:, 0])
+    matches = matches.replace(opponent=jnp.asarray(opponent, jnp.int32), pair=jnp.asarray(pair, jnp.int32))
+    logits = np.asarray(opponent_policy(engine.learner, league, params, matches, groups=4)(matches))
+    _assert_own_opponents_logits(engine, params, league, matches, logits)
+    assert len({tuple(np.round(row[np.isfinite(row)], 4)) for row in logits}) >= 5
+
+
+def test_opponent_groups_keep_each_games_opponent_and_share_the_draw_in_a_group():
+    # Pure past-snapshot play over a league of four distinct slots, 16 games in 4 groups.
+    engine = _engine(opponent_groups=4, weight_self=0.0, weight_uniform=1.0, weight_pfsp_hard=0.0)
+    state = engine.init(0)
+    params, league, matches = _member0(state.learner.params), _member0(state.league), _member0(state.env_state)
+    league = league.replace(added_at=jnp.arange(league.capacity, dtype=jnp.int32))  # every slot filled
+    collect = jax.jit(lambda m, l, k: collect_self_play(
+        engine.env, engine.learner, params, l, m, _member0(state.env_params), k, 4, groups=4))
+    draws = set()
+    for seed in range(12):
+        before = matches
+        matches, _, rollout, _ = collect(matches, league, jax.random.key(seed))
+        pair = np.asarray(matches.pair)
+        # One pair per group, and every game plays one of its group's pair.
+        assert np.all(pair.reshape(4, 4, 2) == pair.reshape(4, 4, 2)[:, :1])
+        assert np.all((np.asarray(matches.opponent) == pair[:, 0]) | (np.asarray(matches.opponent) == pair[:, 1]))
+        # A game that went on through the rollout kept its opponent.
+        went_on = np.asarray(rollout.continue_).all(axis=0)
+        np.testing.assert_array_equal(np.asarray(matches.opponent)[went_on], np.asarray(before.opponent)[went_on])
+        # A game begun in this rollout plays its group's current opponent.
+        length = np.asarray(matches.length)
+        began = ~went_on & (length <= 2 * 4)
+        np.testing.assert_array_equal(np.asarray(matches.opponent)[began], pair[began, 1])
+        draws.update(pair[::4, 1].tolist())
+    # Over the rollouts the groups drew every slot (and never the current self).
+    assert draws == {0, 1, 2, 3}
+
+
+def test_opponent_groups_must_divide_the_games():
+    from superlearner.config import validate_semantics
+    from superlearner.errors import ConfigError
+
+    config = load_config("connect_four_selfplay", ["league.opponent_groups=3"])
+    with pytest.raises(ConfigError, match="opponent_groups=3 must divide learner.num_envs=128"):
+        validate_semantics(config)
+    validate_semantics(load_config("connect_four_selfplay", ["league.opponent_groups=8"]))
 
 
 def test_kuhn_poker_rewards_are_the_learners_chips():
@@ -225,3 +289,42 @@ def test_anchor_progress_needs_a_two_player_game_and_anchors():
     with pytest.raises(ConfigError, match="meta.kind pbt or bandit"):
         validate_semantics(load_config("tic_tac_toe_selfplay", ["meta.progress=anchors"]))
     validate_semantics(load_config("tic_tac_toe_selfplay", pbt))
+
+
+def test_a_checkpoint_written_before_opponent_groups_restores_with_each_games_opponent_as_its_pair(tmp_path, monkeypatch):
+    from superlearner import checkpoint
+
+    engine = _engine()
+    state = engine.init(0)
+    # A checkpoint of the earlier layout: the matches hold no pair.
+    flatten = checkpoint.flatten_state
+    monkeypatch.setattr(checkpoint, "flatten_state", lambda tree: {
+        k: v for k, v in flatten(tree).items() if k != ".env_state.pair"
+    })
+    writer = checkpoint.Checkpointer(tmp_path, asynchronous=False)
+    writer.save(1, state, {})
+    monkeypatch.setattr(checkpoint, "flatten_state", flatten)
+    restored, _ = checkpoint.Checkpointer(tmp_path, read_only=True).restore(state)
+    opponent = np.asarray(state.env_state.opponent)
+    np.testing.assert_array_equal(np.asarray(restored.env_state.pair), np.stack([opponent, opponent], axis=-1))
+    np.testing.assert_array_equal(np.asarray(restored.env_state.opponent), opponent)
+    # Any other missing leaf is still refused.
+    monkeypatch.setattr(checkpoint, "flatten_state", lambda tree: {
+        k: v for k, v in flatten(tree).items() if k != ".env_state.seat"
+    })
+    checkpoint.Checkpointer(tmp_path / "b", asynchronous=False).save(1, state, {})
+    monkeypatch.setattr(checkpoint, "flatten_state", flatten)
+    with pytest.raises(checkpoint.CheckpointError, match="missing"):
+        checkpoint.Checkpointer(tmp_path / "b", read_only=True).restore(state)
+
+
+def test_league_opponents_sample_their_moves_at_the_opponent_temperature():
+    from superlearner.selfplay import _sample
+
+    p = np.array([0.1, 0.2, 0.7, 0.0])
+    logits = jnp.broadcast_to(jnp.log(jnp.asarray(p)), (20000, 4))  # the last move is illegal (-inf)
+    for temperature in (1.0, 0.5):
+        moves = np.asarray(_sample(jax.random.key(0), logits, temperature))
+        expected = p ** (1 / temperature) / np.sum(p ** (1 / temperature))
+        np.testing.assert_allclose(np.bincount(moves, minlength=4) / moves.size, expected, atol=0.015)
+    assert np.all(np.asarray(_sample(jax.random.key(1), logits, 0.0)) == 2)
