@@ -481,3 +481,30 @@ def test_kuhn_perfect_anchor_plays_the_equilibrium():
     # Player 0 with K bets with probability 3 * alpha = 1/2 (alpha = 1/6).
     bets = np.asarray(act(keys, start)).mean()
     assert 0.4 < bets < 0.6
+
+
+def test_the_tactics_audit_finds_wins_in_one_and_the_moves_that_allow_one():
+    import importlib.util
+    from pathlib import Path
+
+    import jax
+    import numpy as np
+
+    import superlearner as sl
+
+    spec = importlib.util.spec_from_file_location("tactics", Path(__file__).parents[1] / "scripts" / "tactics.py")
+    tactics_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tactics_module)
+    env = sl.make("connect_four")
+    tactics = tactics_module.one_move_tactics(env)
+    state = env.reset(jax.random.key(0))
+    for column in (0, 6, 1, 6, 2):  # the first player has three in the bottom row, column 3 open
+        state = env.step(state, column, jax.random.key(0))
+    wins, unsafe = (np.asarray(x)[0] for x in tactics(jax.tree.map(lambda a: a[None], state)))
+    assert not wins.any()
+    np.testing.assert_array_equal(unsafe, np.arange(7) != 3)  # only the block at 3 is safe
+    state = env.step(state, 6, jax.random.key(0))  # the second player now threatens column 6
+    wins, unsafe = (np.asarray(x)[0] for x in tactics(jax.tree.map(lambda a: a[None], state)))
+    np.testing.assert_array_equal(wins, np.arange(7) == 3)
+    # Winning at 3 ends the game; blocking at 6 is safe; anything else lets column 6 win.
+    np.testing.assert_array_equal(unsafe, ~np.isin(np.arange(7), [3, 6]))
