@@ -28,6 +28,7 @@ import numpy as np
 
 from superlearner.agent import load_agent
 from superlearner.anchors import make_anchor
+from superlearner.arena import from_anchor, random_player, summarize_returns
 from superlearner.errors import UserError
 
 
@@ -59,7 +60,7 @@ def audit(path: str, opponent: str, games: int, opening_moves: int, seed: int) -
     env = agent.engine.env
     if env.num_players != 2 or not getattr(env, "zero_sum", False):
         raise UserError(f"{path}: {env.id} is not a two-player zero-sum game; the audit needs one")
-    anchor = jax.jit(jax.vmap(make_anchor(env, opponent)))
+    anchor = jax.jit(from_anchor(make_anchor(env, opponent)))
     policy = jax.jit(agent.engine.learner.policy)
     tactics = one_move_tactics(env)
     step = jax.jit(jax.vmap(env.step))
@@ -77,15 +78,12 @@ def audit(path: str, opponent: str, games: int, opening_moves: int, seed: int) -
         key, open_key, anchor_key, step_key = jax.random.split(key, 4)
         mask = np.asarray(states.legal_action_mask)
         if move < opening_moves:
-            logits = jnp.where(states.legal_action_mask, 0.0, -jnp.inf)
-            action = np.asarray(jax.random.categorical(open_key, logits))
+            action = np.asarray(random_player(open_key, states))
         else:
-            logits = np.asarray(policy(agent.params, states.observation, states.legal_action_mask)[0])
-            probs = np.exp(logits - logits.max(-1, keepdims=True))
-            probs = np.where(mask, probs, 0.0)
-            probs /= probs.sum(-1, keepdims=True)
+            logits = policy(agent.params, states.observation, states.legal_action_mask)[0]  # masked
+            probs = np.asarray(jax.nn.softmax(logits))
             mine = (np.asarray(states.current_player) == seat) & ~done
-            action = np.where(mine, logits.argmax(-1), np.asarray(anchor(jax.random.split(anchor_key, games), states)))
+            action = np.where(mine, np.asarray(logits).argmax(-1), np.asarray(anchor(anchor_key, states)))
             wins, unsafe = (np.asarray(x) & mask for x in tactics(states))
             safe = mask & ~unsafe
             for g in np.flatnonzero(mine):
@@ -101,10 +99,10 @@ def audit(path: str, opponent: str, games: int, opening_moves: int, seed: int) -
                         counts["lost_in_one"] += 1
         states = step(states, jnp.asarray(action, jnp.int32), jax.random.split(step_key, games))
         returns += np.asarray(states.rewards)[np.arange(games), seat] * ~done
-    score = float(np.mean(0.5 * (np.sign(returns) + 1.0)))
+    result = summarize_returns(returns, seat)
     return dict(
-        path=path, opponent=opponent, games=games, score=score,
-        wins=int((returns > 0).sum()), draws=int((returns == 0).sum()), losses=int((returns < 0).sum()),
+        path=path, opponent=opponent, games=games, score=result.score,
+        wins=result.wins, draws=result.draws, losses=result.losses,
         **counts,
         positions_with_a_win=len(p_win), p_winning_moves=float(np.mean(p_win)) if p_win else None,
         positions_with_an_unsafe_move=len(p_safe), p_safe_moves=float(np.mean(p_safe)) if p_safe else None,
