@@ -217,14 +217,15 @@ def test_payoff_row_is_a_mean_return_against_each_filled_slot_with_paired_deals(
 
 @pytest.mark.slow
 def test_kuhn_poker_league_policy_becomes_nearly_unexploitable(tmp_path):
-    """The PSRO-style preset, cut to 6e5 steps: the league's policy (its snapshots mixed by the
+    """The PSRO-style preset, cut to 1.6e6 steps: the league's policy (its snapshots mixed by the
     Nash meta-strategy) must be exploitable by less than 0.05 (uniform play: 0.458), measured
-    exactly, and the eval command must measure the same mixture."""
+    exactly, and the eval command must measure the same mixture. At 6e5 steps it is still near
+    0.05 (0.04-0.06, varying with the CPU's floating point); at 1.6e6 seeds 0-3 ended at 0.007-0.032."""
     from superlearner.agent import load_agent, load_train_state
     from superlearner.games_cli import kuhn_best_response_report
     from superlearner.trainer import train
 
-    overrides = ["train.total_env_steps=600000", "train.iterations_per_chunk=100", "log.tensorboard=false"]
+    overrides = ["train.total_env_steps=1600000", "train.iterations_per_chunk=100", "log.tensorboard=false"]
     result = train(load_config("kuhn_poker_selfplay", overrides), tmp_path / "run", show_progress=False)
     assert result.completed
     assert result.last_metrics["exploitability_league"][0] < 0.05, result.last_metrics
