@@ -103,13 +103,17 @@ def new_matches(
     )
 
 
+def _group_pairs(matches: Match, groups: int) -> tuple[jax.Array, int]:
+    """int32[G, 2]: each group's (previous, current) opponents, and the games per group."""
+    size = matches.seat.shape[0] // groups
+    return matches.pair[::size], size
+
+
 def next_pairs(league: LeagueState, matches: Match, key: jax.Array, groups: int) -> Match:
     """Starts a rollout with opponent groups: a group whose games all play its current opponent
     moves it to the previous place and draws a new current one; a group with a game still
     playing its previous opponent keeps its pair. ``key`` is consumed."""
-    num = matches.seat.shape[0]
-    size = num // groups
-    pairs = matches.pair[::size]  # [G, 2]
+    pairs, size = _group_pairs(matches, groups)
     settled = jnp.all((matches.opponent == matches.pair[:, 1]).reshape(groups, size), axis=1)
     drawn = sample_opponents(league, key, groups)
     pairs = jnp.where(settled[:, None], jnp.stack([pairs[:, 1], drawn], axis=1), pairs)
@@ -272,8 +276,7 @@ def opponent_policy(learner: PPO, league: LeagueState, params, matches: Match, g
     bank = opponent_bank(league, params)
     capacity = league.capacity
     if groups:
-        size = matches.seat.shape[0] // groups
-        pairs = matches.pair[::size]  # [G, 2]
+        pairs, size = _group_pairs(matches, groups)
         # The groups' networks are taken out of the bank once, not at every reply.
         nets = jax.tree.map(lambda x: x[jnp.where(pairs == SELF, capacity, pairs)], bank)  # [G, 2, ...]
 
