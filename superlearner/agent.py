@@ -31,8 +31,8 @@ class Agent:
         search). AlphaZero runs search by default; a PPO agent of a two-player zero-sum game of
         perfect information may search with its policy and value the same way (Gumbel MuZero,
         `superlearner.search`); other agents act without search (always 0).
-      search_hparams: alphazero runs: the member's `AlphaZeroHparams` (the search's completed-Q
-        settings); None otherwise (mctx's defaults).
+      search_hparams: learners with a search of their own (alphazero): the member's
+        hyperparameters (the search's completed-Q settings); None otherwise (mctx's defaults).
     """
 
     config: ExperimentConfig
@@ -56,17 +56,9 @@ class Agent:
                 static_argnums=5,
             )
             self._carry = None  # `act`'s memory of the episode in progress
-        if self.config.learner.kind == "alphazero":
 
-            def act_batch(params, observation, mask, key, greedy):
-                logits, _ = learner.policy(params, observation, mask)
-                if greedy:
-                    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-                return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
-        else:
-
-            def act_batch(params, observation, mask, key, greedy):
-                return learner.act(params, observation, mask, key, greedy=greedy)[0]
+        def act_batch(params, observation, mask, key, greedy):
+            return learner.act(params, observation, mask, key, greedy=greedy)[0]
 
         self._act = jax.jit(act_batch, static_argnums=4)
 
@@ -79,10 +71,10 @@ class Agent:
         learner = self.engine.learner
         if self.num_simulations > 0:
             num_simulations, hparams = self.num_simulations, self.search_hparams
-            if self.config.learner.kind == "alphazero":
+            if learner.search is not None:  # the learner's own search, with its settings
 
                 def search_act(params, key, states):
-                    return learner.act(params, states, key, num_simulations, greedy, hparams=hparams)
+                    return learner.search(params, states, key, num_simulations, greedy, hparams=hparams)
 
             else:
                 from superlearner.search import make_search
@@ -185,8 +177,8 @@ def load_agent(path: str | Path, *, member: int | None = None, greedy: bool = Tr
         raise UserError(f"simulations {num_simulations!r}: must be an integer, 0 (the raw policy) or more")
     engine, state, metadata = load_train_state(path)
     size = engine.config.train.population_size
-    alphazero = engine.config.learner.kind == "alphazero"
-    if not alphazero and num_simulations:
+    own_search = engine.learner.search is not None
+    if not own_search and num_simulations:
         from superlearner.search import searchable
 
         if not searchable(engine.env) or engine.config.learner.memory != "none":
@@ -195,22 +187,24 @@ def load_agent(path: str | Path, *, member: int | None = None, greedy: bool = Tr
                 f"{engine.env.id}, which acts without search (search needs a feed-forward policy in a two-player "
                 "zero-sum game of perfect information); give 0 (or leave it out)"
             )
-    if member is None and alphazero:
-        member = 0  # no training return or league to rank members by
     if member is None:
         if hasattr(state.episode_stats, "last_return"):
             recent = np.asarray(state.episode_stats.last_return[..., 0]).mean(axis=-1)
-        else:  # self-play: the member that scores best against its league
+        elif jax.tree.leaves(state.league):  # self-play: the member that scores best against its league
             from superlearner.league import league_score
 
             recent = np.asarray(jax.vmap(league_score)(state.league))
+        else:
+            recent = np.zeros((size,))  # no training return or league to rank members by: member 0
         member = int(np.argmax(recent))
     if not 0 <= member < size:
         raise UserError(f"member {member} does not exist; the run has population_size={size}")
     params = jax.tree.map(lambda x: jnp.asarray(x[member]), state.learner.params)
     search = {}
-    if alphazero:
-        simulations = engine.config.alphazero.eval_simulations if num_simulations is None else num_simulations
+    if own_search:
+        section = engine.config.section(engine.definition.section)
+        default = getattr(section, "eval_simulations", 0)
+        simulations = default if num_simulations is None else num_simulations
         search = dict(
             num_simulations=simulations,
             search_hparams=jax.tree.map(lambda x: jnp.asarray(x[member]), state.hparams),

@@ -49,6 +49,25 @@ DERIVED_LEAVES = {
 }
 
 
+# Leaves that moved to another place of the train state, by prefix: {new prefix: old prefix}. A
+# leaf the template wants under the new prefix is read from the old place when only that exists.
+MOVED_PREFIXES = {
+    # AlphaZero's self-play games moved from its learner state into the member's env state when
+    # AlphaZero joined the shared engine (`superlearner.learners.alphazero_learner`).
+    ".env_state.": ".learner.games.",
+}
+
+
+def _moved_leaves(missing: set[str], stored: set[str]) -> dict[str, tuple[str, Any]]:
+    """``{new key: (old key, identity)}`` for every missing leaf whose old place is stored."""
+    moved = {}
+    for key in missing:
+        for new, old in MOVED_PREFIXES.items():
+            if key.startswith(new) and old + key[len(new):] in stored:
+                moved[key] = (old + key[len(new):], lambda leaf: leaf)
+    return moved
+
+
 def flatten_state(tree: Any) -> dict[str, Any]:
     """``{path: array}`` for every leaf of ``tree`` (paths as `jax.tree_util.keystr`)."""
     paths, _ = jax.tree_util.tree_flatten_with_path(tree)
@@ -156,7 +175,7 @@ class Checkpointer:
         where = f"{self.directory}/{step}"
         metadata = self.read_metadata(step)
         abstract = {k: _restore_target(v) for k, v in flatten_state(template).items()}
-        derived = {}
+        derived, moved_from = {}, set()
         try:
             stored = self._manager.item_metadata(step)["state"]
             if stored is not None:
@@ -165,14 +184,19 @@ class Checkpointer:
                     k: DERIVED_LEAVES[k] for k in set(abstract) - keys
                     if k in DERIVED_LEAVES and DERIVED_LEAVES[k][0] in keys
                 }
+                derived.update(_moved_leaves(set(abstract) - keys - set(derived), keys))
+                moved_from = {source for key, (source, _) in derived.items() if key not in DERIVED_LEAVES}
+                keys = keys - moved_from
                 if keys | set(derived) != set(abstract):
                     unflatten_state(template, {k: np.zeros(0) for k in keys}, where)
                 # Shapes and dtypes too, before orbax is asked to read into the target layout.
                 if all(getattr(m, "shape", None) is not None and getattr(m, "dtype", None) is not None for m in stored.values()):
-                    described = {k: jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(m.dtype)) for k, m in stored.items()}
+                    described = {k: jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(m.dtype)) for k, m in stored.items()
+                                 if k not in moved_from}
                     described.update({k: abstract[k] for k in derived})
                     unflatten_state(template, described, where)
             reading = {k: v for k, v in abstract.items() if k not in derived}
+            reading.update({source: abstract[key] for key, (source, _) in derived.items() if key not in DERIVED_LEAVES})
             restored = dict(self._manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(reading))
             )["state"])
@@ -182,6 +206,9 @@ class Checkpointer:
             raise CheckpointError(f"{where}: checkpoint cannot be read ({type(error).__name__}: {error})") from None
         for key, (source, derive) in derived.items():
             restored[key] = derive(restored[source])
+        for key, (source, _) in derived.items():
+            if key not in DERIVED_LEAVES:
+                restored.pop(source, None)
         return unflatten_state(template, restored, where), metadata
 
     def read_metadata(self, step: int | None = None) -> dict:

@@ -17,16 +17,12 @@ from typing import Any, Literal
 import yaml
 
 from superlearner.errors import ConfigError
+from superlearner.learners.alphazero_learner import AlphaZeroConfig
+from superlearner.learners.base import learner_def, learner_kinds, learner_sections
+from superlearner.learners.ppo_learner import HparamsConfig
+from superlearner.schema import field
 
 EXPERIMENTS_DIR_ENV = "SUPERLEARNER_EXPERIMENTS"
-
-
-def field(default: Any, doc: str, *, low: float | None = None, high: float | None = None, **kwargs):
-    """A config field with its description and optional numeric bounds (inclusive)."""
-    metadata = {"doc": doc, "low": low, "high": high}
-    if isinstance(default, type):  # a nested config section or an empty container
-        return dataclasses.field(default_factory=default, metadata=metadata, **kwargs)
-    return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +37,7 @@ class EnvConfig:
 class LearnerConfig:
     """Static (shape-defining) learner settings; changing them recompiles."""
 
-    kind: Literal["ppo", "alphazero"] = field("ppo", "learner algorithm: ppo, or alphazero (Gumbel AlphaZero with search, settings in the alphazero section)")
+    kind: str = field("ppo", "learner algorithm: a registered learner.kind (ppo; alphazero: Gumbel AlphaZero with search, settings in the alphazero section; `superlearner.learners.register_learner` adds more)")
     num_envs: int = field(4, "parallel environments per population member (alphazero: self-play games in parallel)", low=1)
     num_steps: int = field(128, "rollout length per iteration (alphazero: moves played in every game per iteration)", low=1)
     num_epochs: int = field(4, "passes over each rollout", low=1)
@@ -63,60 +59,10 @@ class LearnerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class AlphaZeroConfig:
-    """Gumbel AlphaZero (``learner.kind: alphazero``, `superlearner.learners.alphazero`).
-
-    Games in parallel and moves per iteration are ``learner.num_envs`` and ``learner.num_steps``.
-    The settings down to ``num_blocks`` are static: they set shapes or loop lengths (the search
-    tree's size, the replay ring, the network), so changing one recompiles. The ones after are
-    traced starting values, each one number or a list with one per population member; a
-    meta-learner may change them without recompiling.
-    """
-
-    num_simulations: int = field(32, "static: search simulations per self-play move (sets the search tree's shape)", low=1)
-    max_num_considered_actions: int = field(16, "static: root actions Gumbel sequential halving considers", low=1)
-    max_depth: int = field(0, "static: deepest simulation in moves (0: no limit but num_simulations)", low=0)
-    replay_capacity: int = field(65536, "static: positions the replay ring holds per member (oldest overwritten)", low=1)
-    batch_size: int = field(512, "static: positions per SGD minibatch", low=1)
-    num_updates: int = field(16, "static: SGD steps per iteration, each on a fresh sample of the replay buffer", low=0)
-    min_replay_size: int = field(1024, "static: sampleable positions needed before SGD steps are applied", low=1)
-    channels: int = field(32, "static: width of the residual tower (conv channels, or MLP units)", low=1)
-    num_blocks: int = field(3, "static: residual blocks in the tower", low=0)
-    symmetry_augmentation: bool = field(True, "static: train each sampled position in a random one of the env's board symmetries (connect four's mirror, the 8 of a square board)")
-    opening_moves: int = field(0, "static: each of a self-play game's first N moves is, with probability 1/2, a uniformly random legal move (the position is still searched and trained on)", low=0)
-    lr_schedule: Literal["constant", "cosine"] = field("constant", "static: step size over the run: constant, or a cosine decay to zero over train.total_env_steps")
-    eval_simulations: int = field(64, "simulations per move of the loaded agent (eval, ratings, play; --simulations overrides; 0: raw policy)", low=0)
-    learning_rate: Any = field(1e-3, "traced: Adam step size", low=0.0, high=1.0)
-    weight_decay: Any = field(1e-4, "traced: decoupled weight decay (AdamW style)", low=0.0, high=1.0)
-    value_loss_weight: Any = field(1.0, "traced: weight of the value loss against the policy cross-entropy", low=0.0, high=100.0)
-    max_grad_norm: Any = field(1.0, "traced: global gradient-norm clip", low=0.0, high=1e6)
-    gumbel_scale: Any = field(1.0, "traced: scale of self-play's root Gumbel noise (0: play the search's best move)", low=0.0, high=10.0)
-    search_value_weight: Any = field(0.0, "traced: value target mix (1 - w) * outcome + w * root search value", low=0.0, high=1.0)
-    value_scale: Any = field(0.1, "traced: mctx completed-Q scale c_scale (weight of Q against the prior)", low=0.0, high=100.0)
-    maxvisit_init: Any = field(50.0, "traced: mctx completed-Q offset c_visit", low=0.0, high=1e6)
-
-
-@dataclasses.dataclass(frozen=True)
-class HparamsConfig:
-    """Starting values of the hyperparameters a meta-learner may adapt (traced, never recompile).
-
-    Each value is one number for every population member, or a list with one per member.
-    """
-
-    learning_rate: Any = field(2.5e-4, "Adam step size", low=0.0, high=1.0)
-    ent_coef: Any = field(0.01, "entropy bonus coefficient", low=0.0, high=10.0)
-    vf_coef: Any = field(0.5, "value loss coefficient", low=0.0, high=100.0)
-    gamma: Any = field(0.99, "discount", low=0.0, high=1.0)
-    gae_lambda: Any = field(0.95, "GAE lambda", low=0.0, high=1.0)
-    clip_eps: Any = field(0.2, "PPO clip range (also the value clip range)", low=0.0, high=10.0)
-    max_grad_norm: Any = field(0.5, "global gradient-norm clip", low=0.0, high=1e6)
-    adam_eps: Any = field(1e-5, "Adam epsilon", low=0.0, high=1.0)
-
-
-@dataclasses.dataclass(frozen=True)
 class LeagueConfig:
     """Self-play league (two-player zero-sum games). Weights and rates are adaptable starting values."""
 
+    kind: Literal["default", "none", "snapshots"] = field("default", "none (play the current self only), snapshots (a league of frozen snapshots, opponents drawn by the weights below), or default: the learner's own default (ppo: snapshots, alphazero: none)")
     capacity: int = field(16, "frozen snapshots kept (a ring: the oldest is replaced)", low=1)
     snapshot_every: int = field(10, "iterations between snapshots (the least, with snapshot_rule=beat)", low=1)
     snapshot_rule: Literal["every", "beat"] = field("every", "add a snapshot every snapshot_every iterations, or when the learner beats the league by beat_margin")
@@ -129,7 +75,8 @@ class LeagueConfig:
     payoff_games: int = field(0, "games a new snapshot plays against each snapshot to fill the payoff matrix (0 = none; meta_solver=nash needs some)", low=0)
     solver_iterations: int = field(1000, "regret-matching iterations of the nash meta-solver per new snapshot", low=1)
     opening_moves: int = field(0, "training games open with a uniform number in 0..opening_moves of random plies (varied positions)", low=0)
-    opponent_temperature: float = field(1.0, "static: league opponents sample their moves from softmax(logits / T); 0 plays each one's most probable move", low=0.0, high=100.0)
+    opponent_temperature: float = field(1.0, "static: league opponents sample their moves from softmax(logits / T); 0 plays each one's most probable move (with opponent_simulations: Gumbel noise on, or off at 0)", low=0.0, high=100.0)
+    opponent_simulations: int = field(0, "static: learners with a search of their own (alphazero): league opponents choose their moves by that search with this many simulations, each with its own snapshot's network (0: by its raw policy)", low=0)
     opponent_groups: int = field(0, "static: 0 draws every game's opponent on its own; G > 0 splits the games into G equal groups whose new games in a rollout share one drawn opponent, so a reply runs 2 networks per group instead of every league opponent's (must divide learner.num_envs)", low=0)
     payoff_decay: float = field(0.02, "step size of the decayed-average win rates", low=0.0, high=1.0)
     beat_margin: float = field(0.7, "league score above which a snapshot is added (snapshot_rule=beat)", low=0.0, high=1.0)
@@ -267,6 +214,16 @@ class ExperimentConfig:
     meta: MetaConfig = field(MetaConfig, "meta-learner (hyperparameter adaptation)")
     train: TrainConfig = field(TrainConfig, "run length, population, checkpoints")
     log: LogConfig = field(LogConfig, "logging")
+    extensions: dict = field(dict, "sections of learners registered outside the package, by section name (written as top-level sections in YAML)")
+
+    def section(self, name: str) -> Any:
+        """The config section ``name``: a field of this class, or a registered learner's section
+        (its defaults when the config does not give it)."""
+        if name in self.extensions:
+            return self.extensions[name]
+        if hasattr(self, name):
+            return getattr(self, name)
+        return learner_sections()[name]()
 
     @property
     def iterations(self) -> int:
@@ -364,12 +321,24 @@ def apply_overrides(raw: dict, overrides, source: str = "--set") -> dict:
 
 
 def config_from_dict(raw: dict, source: str = "config") -> ExperimentConfig:
+    """The typed config of a raw mapping (a YAML file's content). A top-level key naming the
+    section of a learner registered outside the package is built with that learner's section
+    type and kept in ``extensions``."""
+    if isinstance(raw, dict):
+        sections = learner_sections()
+        extensions = {k: _build(sections[k], v, source, k + ".") for k, v in raw.items() if k in sections}
+        if extensions:
+            raw = {k: v for k, v in raw.items() if k not in sections}
+            raw["extensions"] = extensions
     return _build(ExperimentConfig, raw, source, prefix="")
 
 
 def config_to_dict(config: Any) -> dict:
     """A plain, YAML/JSON-ready dict of a config (tuples become lists)."""
     def convert(value):
+        if isinstance(value, ExperimentConfig):
+            fields = {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name != "extensions"}
+            return {**fields, **{name: convert(section) for name, section in value.extensions.items()}}
         if dataclasses.is_dataclass(value):
             return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
         if isinstance(value, (list, tuple)):
@@ -428,6 +397,8 @@ def _build(cls, raw: Any, source: str, prefix: str):
         value = raw[name]
         if dataclasses.is_dataclass(kind):
             values[name] = _build(kind, value, source, key + ".")
+        elif name == "extensions" and cls is ExperimentConfig:
+            values[name] = value  # already built by `config_from_dict`
         else:
             values[name] = _check_value(source, key, value, kind, f.metadata)
     return cls(**values)
@@ -508,50 +479,26 @@ def _check_range(source, key, value, low, high):
         raise ConfigError(f"{source}: {key}={value!r} is out of range; accepted {lo}..{hi}")
 
 
-def _validate_memory(config: ExperimentConfig, source: str) -> None:
-    """A recurrent policy's settings: sequences that tile the rollout, and no feature that needs a
-    memoryless policy."""
-    lc = config.learner
-    length = lc.sequence_length or lc.num_steps
-    if lc.num_steps % length:
-        raise ConfigError(
-            f"{source}: learner.sequence_length={lc.sequence_length} must divide learner.num_steps={lc.num_steps} "
-            "(0: the whole rollout)"
-        )
-    sequences = lc.num_envs * (lc.num_steps // length)
-    if sequences % lc.num_minibatches:
-        raise ConfigError(
-            f"{source}: with learner.memory={lc.memory} a minibatch holds whole sequences: learner.num_minibatches="
-            f"{lc.num_minibatches} must divide num_envs * num_steps / sequence_length = {sequences}"
-        )
-    if config.meta.kind == "metagrad":
-        raise ConfigError(f"{source}: meta.kind=metagrad needs a feed-forward policy; learner.memory={lc.memory} is recurrent (use none)")
-
-
 def validate_semantics(config: ExperimentConfig, source: str = "config") -> None:
-    """Checks that span fields (divisibility, population-sized lists)."""
-    if config.learner.kind == "alphazero":
-        from superlearner.engine_alphazero import validate_alphazero
-
-        return validate_alphazero(config, source)
-    batch = config.learner.num_envs * config.learner.num_steps
-    if batch % config.learner.num_minibatches:
-        raise ConfigError(
-            f"{source}: learner.num_minibatches={config.learner.num_minibatches} must divide "
-            f"num_envs * num_steps = {batch}"
-        )
-    if config.learner.memory != "none":
-        _validate_memory(config, source)
-    if config.learner.update_rule_file:
-        from superlearner.update_rules import make_update_rule
-
-        make_update_rule(config.learner.update_rule, config.learner.update_rule_file)  # one-line errors
+    """Checks that span fields (divisibility, population-sized lists, what the learner accepts)."""
+    definition = learner_def(config.learner.kind, source)
+    if definition.validate is not None:
+        definition.validate(config, None, source)
+    section = config.section(definition.section)
+    for h in definition.hparams:
+        value = getattr(section, h.name)
+        if isinstance(value, tuple) and len(value) != config.train.population_size:
+            raise ConfigError(
+                f"{source}: {definition.section}.{h.name} has {len(value)} values but train.population_size="
+                f"{config.train.population_size}; give one number or {config.train.population_size}"
+            )
     size = config.train.population_size
     meta = config.meta
     if meta.kind != "none" or meta.init_low or meta.init_high:
-        from superlearner.meta import CURRICULUM_HPARAM_SPECS, CURRICULUM_PREFIX, PPO_HPARAM_SPECS
+        from superlearner.meta import CURRICULUM_HPARAM_SPECS, CURRICULUM_PREFIX
+        from superlearner.schema import hparam_specs
 
-        known = [spec.name for spec in PPO_HPARAM_SPECS + CURRICULUM_HPARAM_SPECS]
+        known = [spec.name for spec in hparam_specs(definition.hparams) + CURRICULUM_HPARAM_SPECS]
         for name in list(meta.adapt) + list(meta.init_low) + list(meta.init_high):
             if name not in known:
                 close = difflib.get_close_matches(str(name), known, n=1)
@@ -584,11 +531,4 @@ def validate_semantics(config: ExperimentConfig, source: str = "config") -> None
             f"{source}: league.meta_solver=nash solves the snapshots' payoff matrix, which games fill: "
             f"set league.payoff_games to 2 or more (e.g. 64), got {league.payoff_games}"
         )
-    for f in dataclasses.fields(config.hparams):
-        value = getattr(config.hparams, f.name)
-        if isinstance(value, tuple) and len(value) != size:
-            raise ConfigError(
-                f"{source}: hparams.{f.name} has {len(value)} values but train.population_size={size}; "
-                f"give one number or {size}"
-            )
 

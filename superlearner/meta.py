@@ -34,100 +34,19 @@ import numpy as np
 from flax import struct
 
 from superlearner.errors import UserError
+from superlearner.schema import TRANSFORMS, HparamSpec  # noqa: F401  (re-exported: the meta-controllers' search space)
 
 # ----------------------------------------------------------------------------------------------
 # Declared hyperparameters.
 
-TRANSFORMS = ("log", "logit", "affine")
+def ppo_hparam_specs() -> tuple[HparamSpec, ...]:
+    """PPO's search space, from its declarations (`superlearner.learners.ppo.PPO_HPARAMS`):
+    every PPO hyperparameter but ``adam_eps``, which is left fixed."""
+    from superlearner.learners.ppo import PPO_HPARAMS
+    from superlearner.schema import hparam_specs
 
+    return hparam_specs(PPO_HPARAMS)
 
-@dataclasses.dataclass(frozen=True)
-class HparamSpec:
-    """One adaptable hyperparameter: which field, its bounds, and its unconstrained form.
-
-    Attributes:
-      name: the field of the hparams pytree (a struct dataclass or a dict), e.g. ``"gamma"``.
-      low: smallest allowed value (inclusive).
-      high: largest allowed value (inclusive).
-      transform: the map ``x -> u`` to an unconstrained number:
-        ``"log"``: ``u = log(x)`` (needs ``0 < low``); a step ``d`` in ``u`` scales ``x`` by
-        ``exp(d)``.
-        ``"logit"``: ``u = log(x / (1 - x))`` (needs ``0 < low < high < 1``); a step scales the
-        odds ``x / (1 - x)``, which for a discount is about its horizon ``1 / (1 - x)``.
-        ``"affine"``: ``u = (x - low) / (high - low)``; a step moves ``x`` by that fraction of
-        the range.
-    """
-
-    name: str
-    low: float
-    high: float
-    transform: str = "log"
-
-    def __post_init__(self):
-        if not isinstance(self.name, str) or not self.name:
-            raise UserError(f"HparamSpec name={self.name!r} must be a non-empty field name")
-        for bound in ("low", "high"):
-            value = getattr(self, bound)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise UserError(f"HparamSpec {self.name!r}: {bound}={value!r} must be a finite number")
-        if self.transform not in TRANSFORMS:
-            raise UserError(
-                f"HparamSpec {self.name!r}: transform={self.transform!r} is unknown, accepted "
-                f"{', '.join(TRANSFORMS)}"
-            )
-        if not self.low < self.high:
-            raise UserError(f"HparamSpec {self.name!r}: needs low < high, got low={self.low}, high={self.high}")
-        if self.transform == "log" and not self.low > 0:
-            raise UserError(f"HparamSpec {self.name!r}: transform 'log' needs low > 0, got low={self.low}")
-        if self.transform == "logit" and not (0 < self.low and self.high < 1):
-            raise UserError(
-                f"HparamSpec {self.name!r}: transform 'logit' needs 0 < low < high < 1, "
-                f"got low={self.low}, high={self.high}"
-            )
-
-    def to_unconstrained(self, x: jax.Array) -> jax.Array:
-        """``u`` of values ``x`` (any shape; float dtype kept)."""
-        x = jnp.asarray(x)
-        if self.transform == "log":
-            return jnp.log(x)
-        if self.transform == "logit":
-            return jnp.log(x) - jnp.log1p(-x)
-        return (x - self.low) / (self.high - self.low)
-
-    def from_unconstrained(self, u: jax.Array) -> jax.Array:
-        """Values of unconstrained ``u`` (any shape); not clipped to the bounds."""
-        u = jnp.asarray(u)
-        if self.transform == "log":
-            return jnp.exp(u)
-        if self.transform == "logit":
-            return jax.nn.sigmoid(u)
-        return self.low + u * (self.high - self.low)
-
-    def clip(self, x: jax.Array) -> jax.Array:
-        """``x`` clipped to ``[low, high]`` (as represented in ``x``'s dtype)."""
-        return jnp.clip(x, self.low, self.high)
-
-    @property
-    def unconstrained_bounds(self) -> tuple[float, float]:
-        """``(u(low), u(high))``: the box that sampling and resampling draw from."""
-        if self.transform == "log":
-            return math.log(self.low), math.log(self.high)
-        if self.transform == "logit":
-            return tuple(math.log(b) - math.log1p(-b) for b in (self.low, self.high))
-        return 0.0, 1.0
-
-
-PPO_HPARAM_SPECS: tuple[HparamSpec, ...] = (
-    HparamSpec("learning_rate", 1e-6, 1e-1, "log"),
-    HparamSpec("ent_coef", 1e-5, 1.0, "log"),
-    HparamSpec("vf_coef", 1e-2, 10.0, "log"),
-    HparamSpec("gamma", 0.9, 0.9999, "logit"),
-    HparamSpec("gae_lambda", 0.5, 0.999, "logit"),
-    HparamSpec("clip_eps", 0.05, 0.5, "log"),
-    HparamSpec("max_grad_norm", 0.05, 10.0, "log"),
-)
-"""Default search space over `PPOHparams` (``adam_eps`` is left fixed; add
-``HparamSpec("adam_eps", 1e-8, 1e-3, "log")`` to adapt it too)."""
 
 CURRICULUM_PREFIX = "curriculum_"
 """A spec named ``curriculum_<field>`` adapts that field of the run's `CurriculumHparams`."""
@@ -168,13 +87,17 @@ def _with_fields(tree: Any, values: dict) -> Any:
 
 
 def select_specs(
-    names: Sequence[str], specs: Sequence[HparamSpec] = PPO_HPARAM_SPECS + CURRICULUM_HPARAM_SPECS,
-    **bounds: tuple[float, float],
+    names: Sequence[str], specs: Sequence[HparamSpec] | None = None, **bounds: tuple[float, float],
 ) -> tuple[HparamSpec, ...]:
     """The specs named ``names`` (in that order), with bounds overridden by ``name=(low, high)``.
 
+    ``specs`` is the search space to pick from: a learner's (`superlearner.schema.hparam_specs`
+    of its declarations) plus `CURRICULUM_HPARAM_SPECS`; None means PPO's.
+
     Example: ``select_specs(["learning_rate"], learning_rate=(1e-5, 1e-1))``.
     """
+    if specs is None:
+        specs = ppo_hparam_specs() + CURRICULUM_HPARAM_SPECS
     by_name = {spec.name: spec for spec in specs}
     chosen = []
     for name in names:
@@ -588,7 +511,7 @@ def truncation_selection(
 
 
 def make_pbt(
-    specs: Sequence[HparamSpec] = PPO_HPARAM_SPECS,
+    specs: Sequence[HparamSpec] | None = None,
     *,
     truncation_fraction: float = 0.25,
     ready_iterations: int = 10,
@@ -616,7 +539,7 @@ def make_pbt(
       lineage_length: G, generations of parent ids kept in the state.
     """
     owner = "make_pbt"
-    specs = _check_specs(specs)
+    specs = _check_specs(ppo_hparam_specs() if specs is None else specs)
     truncation_fraction = _check_float(owner, "truncation_fraction", truncation_fraction, 0.0, 0.5, low_open=True)
     ready_iterations = _check_int(owner, "ready_iterations", ready_iterations, 0)
     interval = max(ready_iterations, 1) if interval is None else _check_int(owner, "interval", interval, 1)
@@ -881,3 +804,11 @@ def make_sw_ucb(
         return new_state, population, SWUCBEvents(due=due, arm=arm, reward=reward)
 
     return MetaController(init=init, update=update)
+
+
+def __getattr__(name: str):
+    # ``PPO_HPARAM_SPECS``: PPO's search space, computed from its declarations on first use (an
+    # import of the learner at module level would make this module's import heavy).
+    if name == "PPO_HPARAM_SPECS":
+        return ppo_hparam_specs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

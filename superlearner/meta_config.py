@@ -4,7 +4,7 @@ The engine (`superlearner.engine`) asks this module for the controller and for t
 events log; population based training is built by the engine itself.
 
 * ``bandit``: a sliding-window UCB bandit per member (`superlearner.meta.make_sw_ucb`) over the
-  arms of ``meta.arms``: ``{field: [value per arm]}``. A field is a `PPOHparams` field (e.g.
+  arms of ``meta.arms``: ``{field: [value per arm]}``. A field is a hyperparameter the learner declares (e.g.
   ``gamma: [0.9, 0.99, 0.999]``) or ``update_rule`` with rule names (``[ppo_clip, dpo,
   learned]``), which needs ``learner.update_rule: switch``: every rule is then in the compiled
   program and the arm's rule index is written into the member's update-rule meta parameters
@@ -26,7 +26,7 @@ UPDATE_RULE_ARM = "update_rule"
 
 def bandit_arm_table(config: ExperimentConfig, source: str = "config") -> tuple[dict, list[str]]:
     """``({field: float32[K]}, arm names)`` of ``meta.arms``; `ConfigError` on a bad table."""
-    from superlearner.learners.ppo import PPOHparams
+    from superlearner.learners.base import learner_def
     from superlearner.update_rules import SWITCH_RULES
 
     arms = config.meta.arms
@@ -35,7 +35,7 @@ def bandit_arm_table(config: ExperimentConfig, source: str = "config") -> tuple[
             f"{source}: meta.kind=bandit needs meta.arms, e.g. {{update_rule: [ppo_clip, dpo, learned]}} "
             "or {gamma: [0.9, 0.99, 0.999]}"
         )
-    fields = list(PPOHparams.__dataclass_fields__)
+    fields = [h.name for h in learner_def(config.learner.kind, source).hparams]
     table, sizes = {}, {}
     for name, values in arms.items():
         if not isinstance(values, (list, tuple)) or not values:
@@ -94,7 +94,9 @@ def make_bandit(config: ExperimentConfig):
 
 
 def make_configured_metagrad(config: ExperimentConfig, env, learner):
-    """The meta-gradient controller of ``meta.kind: metagrad`` for ``env`` and ``learner``."""
+    """The meta-gradient controller of ``meta.kind: metagrad`` for ``env`` and ``learner`` (the
+    learner's `superlearner.learners.base.MetaGradient` capability: its loss and policy)."""
+    from superlearner.engine.meta_stage import learner_specs
     from superlearner.meta import select_specs
     from superlearner.metagrad import make_metagrad
 
@@ -107,25 +109,11 @@ def make_configured_metagrad(config: ExperimentConfig, env, learner):
         )
     m = config.meta
     return make_metagrad(
-        learner, env.observation_shape, select_specs(list(m.adapt)),
+        learner, env.observation_shape, select_specs(list(m.adapt), learner_specs(config)),
         meta_learning_rate=m.meta_learning_rate, outer_gamma=m.outer_gamma, outer_gae_lambda=m.outer_gae_lambda,
         outer_vf_coef=m.outer_vf_coef, critic_hidden_sizes=config.learner.hidden_sizes,
         critic_learning_rate=m.critic_learning_rate, interval=m.interval,
     )
-
-
-def controller_metrics(config: ExperimentConfig, ctrl_state, events) -> dict:
-    """Per-member float32 metrics ``[P]`` of a bandit or meta-gradient step."""
-    if config.meta.kind == "bandit":
-        _, names = bandit_arm_table(config)
-        metrics = {"meta_arm": events.arm.astype(jnp.float32), "meta_reward": events.reward}
-        for k, name in enumerate(names):
-            metrics[f"meta_arm_count_{name}"] = ctrl_state.arm_counts[:, k].astype(jnp.float32)
-        return metrics
-    metrics = {"meta_outer_loss": events.outer_loss, "meta_critic_loss": events.critic_loss}
-    for i, name in enumerate(config.meta.adapt):
-        metrics[f"meta_grad_{name}"] = events.meta_grad[:, i]
-    return metrics
 
 
 def check_meta_config(config: ExperimentConfig, source: str = "config") -> None:

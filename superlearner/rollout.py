@@ -22,6 +22,7 @@ def collect_single_agent(
     bootstrap_truncation: bool = True,
     reset_params=None,
     carry=None,
+    with_finished: bool = False,
 ):
     """Runs ``num_steps`` steps of N envs (leading axis of ``env_state``) under the policy.
 
@@ -48,12 +49,14 @@ def collect_single_agent(
       ``env_params`` is each env's level after the last step and ``finished`` holds, per step,
       ``done`` (bool[T, N]) and the finished episode's ``episode_return`` (float[T, N]). A
       recurrent learner's carry after the last step (zero where an episode ended) comes last.
+      ``with_finished`` returns ``env_params`` and ``finished`` without ``reset_params`` too.
     """
     if learner.recurrent != (carry is not None):
         raise ValueError("collect_single_agent: pass carry (the policy's) exactly when the learner is recurrent")
     num_envs = env_state.step_count.shape[0]
 
     teacher_levels = reset_params is not None
+    with_finished = with_finished or teacher_levels
     # ``next_level`` is None without a teacher: the next episode then replays ``level``.
     step = jax.vmap(lambda s, a, k, p, q: step_auto_reset(env, s, a, k, p, q))
 
@@ -87,8 +90,9 @@ def collect_single_agent(
         ended = final.terminated | final.truncated
         if memory is not None:  # the next episode starts with an empty memory
             memory = jax.tree.map(lambda m: jnp.where(ended[:, None], 0.0, m), memory)
-        if teacher_levels:
+        if with_finished:
             out["episode_return"] = stats.last_return[:, 0]
+        if teacher_levels:
             level = jax.tree.map(lambda new, old: jnp.where(_bcast(ended, new), new, old), next_level, level)
         return (next_state, stats, level, memory), out
 
@@ -113,7 +117,7 @@ def collect_single_agent(
     v_tp1 = jnp.where(out["terminated"] | (done & ~jnp.bool_(bootstrap_truncation)), 0.0, v_tp1)
     rollout = assemble_rollout(out, v_tp1, done)
     results = (env_state, episode_stats, rollout)
-    if teacher_levels:
+    if with_finished:
         results += (env_params, dict(done=done, episode_return=out["episode_return"]))
     if memory is not None:
         results += (memory,)

@@ -132,6 +132,7 @@ def collect_self_play(
     opening_moves: int = 0,
     groups: int = 0,
     opponent_temperature: float = 1.0,
+    with_returns: bool = False,
 ):
     """Runs ``num_steps`` learner decisions in each of the N games of ``matches``.
 
@@ -144,7 +145,8 @@ def collect_self_play(
     Returns:
       ``(matches, league, rollout, stats)``: the games to continue from, the league with the
       finished games' results folded in, a `Rollout` with leading axes ``[T, N]``, and
-      `SelfPlayStats`.
+      `SelfPlayStats`; ``with_returns`` adds float32[T, N], the learner's return of the game
+      that ended at each step (0 where none did).
     """
     num = matches.seat.shape[0]
     vstep = jax.vmap(env.step)
@@ -189,6 +191,7 @@ def collect_self_play(
         action, log_prob, value = learner.act(params, game.observation, game.legal_action_mask, act_key)
         matches, reward = advance(matches, action, jnp.ones((num,), bool), move_key)
         done = matches.game.terminated | matches.game.truncated
+        episode_return = jnp.where(done, matches.learner_return, 0.0)
         matches, league, results = finish_and_restart(matches, league, reply_keys[0], results)
         # Up to two replies: one in the same game, and one opening a new game where the learner
         # sits second (after a game that ended on the first reply).
@@ -199,7 +202,9 @@ def collect_self_play(
             same_game = movers & ~done
             matches, opp_reward = advance(matches, opponent_actions(matches, k_act), movers, k_step)
             reward = reward + jnp.where(same_game, opp_reward, 0.0)
-            done = done | (same_game & (matches.game.terminated | matches.game.truncated))
+            ends_now = same_game & (matches.game.terminated | matches.game.truncated)
+            episode_return = jnp.where(ends_now, matches.learner_return, episode_return)
+            done = done | ends_now
             matches, league, results = finish_and_restart(matches, league, k_new, results)
         out = dict(
             observation=game.observation,
@@ -209,6 +214,7 @@ def collect_self_play(
             value=value,
             reward=reward,
             done=done,
+            episode_return=episode_return,
         )
         return (matches, league, results), out
 
@@ -229,7 +235,15 @@ def collect_self_play(
         score_vs_league=(results["score"] - results["self_score"]) / jnp.maximum(league_games, 1.0),
         length=results["length"] / games,
     )
+    if with_returns:
+        return matches, league, rollout, stats, out["episode_return"]
     return matches, league, rollout, stats
+
+
+def zero_stats() -> SelfPlayStats:
+    """`SelfPlayStats` of no games (a member's statistics before its first rollout)."""
+    zero = jnp.float32(0)
+    return SelfPlayStats(games=zero, score=zero, score_vs_self=zero, score_vs_league=zero, length=zero)
 
 
 def make_payoff_fn(env: Env, learner: PPO, num_games: int):

@@ -98,8 +98,9 @@ def test_resume_is_exact_including_the_replay_buffer(straight_run, tmp_path):
         ({"alphazero": {"learning_rate": [1e-3, 2e-3]}}, "alphazero.learning_rate has 2 values but train.population_size=1"),
         ({"alphazero": {"gumbel_scale": -1.0}}, "alphazero.gumbel_scale=-1.0 is out of range"),
         ({"learner": {"kind": "alphazro"}}, "did you mean 'alphazero'"),
-        ({"meta": {"kind": "pbt"}, "train": {"population_size": 2}}, "learner.kind=alphazero trains without a meta-learner"),
-        ({"env": {"id": "cartpole"}}, "not a two-player zero-sum game of perfect information"),
+        ({"meta": {"kind": "pbt", "adapt": ["gamma"]}, "train": {"population_size": 2}}, "unknown hyperparameter 'gamma'"),
+        ({"meta": {"kind": "metagrad", "adapt": ["learning_rate"]}}, "has no differentiable update"),
+        ({"env": {"id": "kuhn_poker"}}, "two-player zero-sum game of perfect information"),
     ],
 )
 def test_bad_alphazero_settings_are_one_line_errors(sections, words):

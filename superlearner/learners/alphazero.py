@@ -30,6 +30,7 @@ arguments and are never stored.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -39,10 +40,10 @@ import mctx
 import optax
 from flax import nnx, struct
 
-from superlearner.config import field
 from superlearner.arena import random_player
 from superlearner.env import Env, State, apply_symmetry, check_option
 from superlearner.errors import UserError
+from superlearner.schema import Hparam, field, hparams_type
 from superlearner.networks import Conv, masked_logits
 from superlearner.search import batched_env_params, make_search, searchable
 from superlearner.wrappers import step_auto_reset
@@ -64,7 +65,7 @@ class AlphaZeroSettings:
     max_num_considered_actions: int = field(16, "root actions Gumbel sequential halving considers", low=1)
     max_depth: int | None = field(None, "deepest simulation in moves (None: num_simulations)", low=1)
     replay_capacity: int = field(65536, "positions the replay ring holds (oldest overwritten)", low=1)
-    batch_size: int = field(1024, "positions per SGD minibatch", low=1)
+    batch_size: int = field(512, "positions per SGD minibatch", low=1)
     num_updates: int = field(16, "SGD steps per iteration, each on a fresh sample of the buffer", low=0)
     min_replay_size: int = field(1024, "sampleable positions needed before SGD steps are applied", low=1)
     channels: int = field(32, "width of the residual tower (conv channels, or MLP units)", low=1)
@@ -89,57 +90,31 @@ class AlphaZeroSettings:
             )
 
 
-@struct.dataclass
-class AlphaZeroHparams:
-    """Adaptable hyperparameters, float32 scalars (a leading population axis in a TrainState).
-
-    All enter the program as traced values, so changing them never recompiles.
-
-    Attributes:
-      learning_rate: Adam step size.
-      weight_decay: decoupled weight decay (AdamW style), multiplied by the learning rate.
-      value_loss_weight: weight of the value loss against the policy cross-entropy.
-      max_grad_norm: global gradient-norm clip.
-      gumbel_scale: scale of the Gumbel noise of self-play's root (0 plays the search's best move;
-        1 is the paper's exploration).
-      search_value_weight: the value target is ``(1 - w) * outcome + w * root search value``;
-        0 trains on game outcomes only.
-      value_scale: mctx's completed-Q ``value_scale`` (c_scale of the paper): how much the
-        search's Q values weigh against the prior in the improved policy.
-      maxvisit_init: mctx's completed-Q ``maxvisit_init`` (c_visit of the paper).
-    """
-
-    learning_rate: Array
-    weight_decay: Array
-    value_loss_weight: Array
-    max_grad_norm: Array
-    gumbel_scale: Array
-    search_value_weight: Array
-    value_scale: Array
-    maxvisit_init: Array
-
-    @classmethod
-    def from_values(cls, **values: float) -> "AlphaZeroHparams":
-        """Hparams from `DEFAULT_HPARAMS` with ``values`` overriding some of them."""
-        unknown = set(values) - set(DEFAULT_HPARAMS)
-        if unknown:
-            raise UserError(
-                f"AlphaZeroHparams: unknown field(s) {sorted(unknown)}, accepted {sorted(DEFAULT_HPARAMS)}"
-            )
-        merged = {**DEFAULT_HPARAMS, **values}
-        return cls(**{name: jnp.asarray(value, jnp.float32) for name, value in merged.items()})
-
-
-DEFAULT_HPARAMS = dict(
-    learning_rate=1e-3,
-    weight_decay=1e-4,
-    value_loss_weight=1.0,
-    max_grad_norm=1.0,
-    gumbel_scale=1.0,
-    search_value_weight=0.0,
-    value_scale=0.1,
-    maxvisit_init=50.0,
+ALPHAZERO_HPARAMS: tuple[Hparam, ...] = (
+    Hparam("learning_rate", 1e-3, "Adam step size", 0.0, 1.0, search=(1e-5, 1e-1, "log")),
+    Hparam("weight_decay", 1e-4, "decoupled weight decay (AdamW style), multiplied by the learning rate",
+           0.0, 1.0, search=(1e-6, 1e-2, "log")),
+    Hparam("value_loss_weight", 1.0, "weight of the value loss against the policy cross-entropy", 0.0, 100.0,
+           search=(0.1, 10.0, "log")),
+    Hparam("max_grad_norm", 1.0, "global gradient-norm clip", 0.0, 1e6, search=(0.1, 10.0, "log")),
+    Hparam("gumbel_scale", 1.0, "scale of self-play's root Gumbel noise (0: play the search's best move; 1: the "
+           "paper's exploration)", 0.0, 10.0, search=(0.0, 2.0, "affine")),
+    Hparam("search_value_weight", 0.0, "value target mix (1 - w) * outcome + w * root search value (0: outcomes "
+           "only)", 0.0, 1.0, search=(0.0, 1.0, "affine")),
+    Hparam("value_scale", 0.1, "mctx completed-Q scale c_scale (weight of Q against the prior)", 0.0, 100.0,
+           search=(0.01, 1.0, "log")),
+    Hparam("maxvisit_init", 50.0, "mctx completed-Q offset c_visit", 0.0, 1e6, search=(1.0, 500.0, "log")),
 )
+"""AlphaZero's traced hyperparameters, declared once: `AlphaZeroHparams`, the traced fields of the
+config's ``alphazero`` section and the meta-controllers' search space come from this tuple."""
+
+AlphaZeroHparams = hparams_type(
+    "AlphaZeroHparams", ALPHAZERO_HPARAMS,
+    "Adaptable hyperparameters, float32 scalars (a leading population axis in a TrainState); all "
+    "enter the program traced, so changing them never recompiles.",
+)
+
+DEFAULT_HPARAMS = {h.name: h.default for h in ALPHAZERO_HPARAMS}
 
 
 @struct.dataclass
@@ -226,6 +201,15 @@ class AlphaZero(NamedTuple):
 
     init: Callable[..., AlphaZeroState]
     iteration: Callable[..., tuple[AlphaZeroState, dict]]
+    # The parts of an iteration, for the learner interface (`superlearner.learners.alphazero_learner`):
+    # ``self_play(params, games, hparams, key, env_params, opponents=None) -> (games, trajectory,
+    # firsts, opponents_carry)``; ``store(state, trajectory, firsts) -> state``; ``train(state,
+    # hparams, key) -> (state, metrics, sampleable count)``; ``play_metrics(state, trajectory,
+    # count) -> metrics``.
+    self_play: Callable
+    store: Callable
+    train: Callable
+    play_metrics: Callable
     policy: Callable[[Any, Array, Array], tuple[Array, Array]]
     search: Callable[..., mctx.PolicyOutput]
     act: Callable[..., Array]
@@ -426,12 +410,41 @@ def value_targets(rewards_t: Array, player_t: Array, done_t: Array, truncated_t:
 # The factory.
 
 
+def new_games(env: Env, key: Array, env_params, num: int) -> SelfPlayGames:
+    """``num`` fresh games on the levels ``env_params`` (leading axis ``[num]``); ``key`` is
+    consumed."""
+    env_state = jax.vmap(env.reset)(jax.random.split(key, num), env_params)
+    return SelfPlayGames(
+        env_state=env_state,
+        episode_return=jnp.zeros((num, env.num_players), jnp.float32),
+        episode_length=jnp.zeros((num,), jnp.int32),
+    )
+
+
+def _example_position(env: Env) -> Positions:
+    """One zero replay entry of ``env`` (the buffer's layout)."""
+    return Positions(
+        observation=jnp.zeros(env.observation_shape, env.observation_dtype),
+        legal_action_mask=jnp.zeros((env.num_actions,), jnp.bool_),
+        policy_target=jnp.zeros((env.num_actions,), jnp.float32),
+        value_target=jnp.float32(0),
+        search_value=jnp.float32(0),
+        player=jnp.int32(0),
+        slot=jnp.int32(0),
+        return_before=jnp.float32(0),
+        pending=jnp.bool_(False),
+        valid=jnp.bool_(False),
+    )
+
+
 def check_searchable(env: Env) -> None:
-    """Raises UserError unless ``env`` is a two-player zero-sum game of perfect information."""
-    if not searchable(env):
+    """Raises UserError unless the search may plan with ``env``'s rules: a two-player zero-sum
+    game of perfect information, or a one-player env of perfect information."""
+    one_player = env.num_players == 1 and bool(getattr(env, "perfect_information", True))
+    if not (one_player or searchable(env)):
         raise UserError(
-            f"alphazero: env {env.id!r} is not a two-player zero-sum game of perfect information; "
-            "accepted: games such as tic_tac_toe, connect_four, othello"
+            f"alphazero: env {env.id!r} is neither a one-player env nor a two-player zero-sum game of perfect "
+            "information (the search plans with the env's real rules)"
         )
 
 
@@ -479,30 +492,11 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
         model_key, reset_key = jax.random.split(key)
         _, params = nnx.split(build_model(model_key))
         opt_state = optimizer(AlphaZeroHparams.from_values()).init(params)
-        env_params = batched_env_params(env, env_params, num_envs)
-        env_state = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs), env_params)
-        games = SelfPlayGames(
-            env_state=env_state,
-            episode_return=jnp.zeros((num_envs, num_players), jnp.float32),
-            episode_length=jnp.zeros((num_envs,), jnp.int32),
-        )
-        example = Positions(
-            observation=jnp.zeros(env.observation_shape, env.observation_dtype),
-            legal_action_mask=jnp.zeros((num_actions,), jnp.bool_),
-            policy_target=jnp.zeros((num_actions,), jnp.float32),
-            value_target=jnp.float32(0),
-            search_value=jnp.float32(0),
-            player=jnp.int32(0),
-            slot=jnp.int32(0),
-            return_before=jnp.float32(0),
-            pending=jnp.bool_(False),
-            valid=jnp.bool_(False),
-        )
         return AlphaZeroState(
             params=params,
             opt_state=opt_state,
-            buffer=replay_init(example, s.replay_capacity),
-            games=games,
+            buffer=replay_init(_example_position(env), s.replay_capacity),
+            games=new_games(env, reset_key, batched_env_params(env, env_params, num_envs), num_envs),
             num_updates=jnp.int32(0),
         )
 
@@ -536,93 +530,168 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
 
     # --- self-play ------------------------------------------------------------------------------
 
-    def self_play(params, games: SelfPlayGames, hparams: AlphaZeroHparams, key: Array, env_params):
-        """``unroll_length`` searched moves in every game; returns the games, the trajectory
-        ``[T, N]`` and, per slot, the first game that ended (to resolve pending entries)."""
-        slots = jnp.arange(num_envs)
+    self_play = _make_self_play(env, search, s)
 
-        def move(carry, step_key):
-            games, first_done, first_return, first_truncated = carry
-            search_key, env_key = jax.random.split(step_key)
-            state = games.env_state
-            output = search(
-                params, state, search_key, s.num_simulations, hparams.gumbel_scale, env_params,
-                value_scale=hparams.value_scale, maxvisit_init=hparams.maxvisit_init,
-            )
-            action = output.action
-            if s.opening_moves > 0:
-                # Random openings widen the positions self-play visits (evaluation starts from
-                # varied openings too). The position is still searched and trained on: its policy
-                # target is the search's, whichever move was played.
-                uniform_key, coin_key = jax.random.split(jax.random.fold_in(step_key, 1))
-                uniform = random_player(uniform_key, state)
-                coin = jax.random.bernoulli(coin_key, 0.5, (num_envs,))
-                action = jnp.where(coin & (games.episode_length < s.opening_moves), uniform, action)
-            mover = state.current_player
-            next_state, final = jax.vmap(lambda st, a, k, p: step_auto_reset(env, st, a, k, p))(
-                state, action, jax.random.split(env_key, num_envs), env_params
-            )
-            done = final.terminated | final.truncated
-            episode_return = games.episode_return + final.rewards
-            episode_length = games.episode_length + 1
-            new_first = done & ~first_done
-            step = dict(
-                observation=state.observation,
-                legal_action_mask=state.legal_action_mask,
-                policy_target=output.action_weights,
-                search_value=output.search_tree.node_values[:, output.search_tree.ROOT_INDEX],
-                player=mover,
-                return_before=games.episode_return[slots, mover],
-                rewards=final.rewards,
-                done=done,
-                truncated=final.truncated,
-                final_length=jnp.where(done, episode_length, 0),
-                first_player_return=jnp.where(done, episode_return[:, 0], 0.0),
-            )
-            games = SelfPlayGames(
-                env_state=next_state,
-                episode_return=jnp.where(done[:, None], 0.0, episode_return),
-                episode_length=jnp.where(done, 0, episode_length),
-            )
-            carry = (
-                games,
-                first_done | done,
-                jnp.where(new_first[:, None], episode_return, first_return),
-                jnp.where(new_first, final.truncated, first_truncated),
-            )
-            return carry, step
+    trajectory_positions, store, play_metrics = _make_store(env, s)
 
+    # --- loss and update ------------------------------------------------------------------------
+
+    loss, augment, train = _make_train(env, policy, optimizer, s)
+
+    # --- one iteration --------------------------------------------------------------------------
+
+    def iteration(state: AlphaZeroState, hparams: AlphaZeroHparams, key: Array, env_params=None):
+        """Self-play ``unroll_length`` moves in all N games, store them, then train.
+
+        Args:
+          state: the learner's `AlphaZeroState`.
+          hparams: `AlphaZeroHparams` (traced scalars).
+          key: consumed.
+          env_params: the level of every game, leading axis ``[N]``; None plays the default.
+            It is the level of both the games in progress and those started by auto-reset.
+
+        Returns:
+          ``(state, metrics)``; metrics is a dict of float32 scalars (losses, grad norm, games
+          finished, mean length and first player's return of the games finished in this
+          iteration, 0 when none did, buffer fill, the step size used, ...). ``sgd_applied`` is 0 in
+          iterations where the buffer did not yet hold ``min_replay_size`` sampleable positions;
+          the losses of such iterations describe steps that were not applied.
+        """
+        play_key, train_key = jax.random.split(key)
+        env_params = batched_env_params(env, env_params, num_envs)
+        games, trajectory, firsts, _ = self_play(state.params, state.games, hparams, play_key, env_params)
+        state = store(state.replace(games=games), trajectory, firsts)
+        state, metrics, count = train(state, hparams, train_key)
+        metrics.update(play_metrics(state, trajectory, count))
+        return state, metrics
+
+    return AlphaZero(
+        init=init,
+        iteration=iteration,
+        self_play=self_play,
+        store=store,
+        train=train,
+        play_metrics=play_metrics,
+        policy=policy,
+        search=search,
+        act=act,
+        act_raw=act_raw,
+        augment=augment,
+        loss=loss,
+        graphdef=graphdef,
+        settings=settings,
+        env=env,
+    )
+
+
+class Opponents(NamedTuple):
+    """Hooks that seat other players than the learner in self-play games (a league's snapshots).
+
+    Attributes:
+      carry: the hooks' state (a pytree), carried through the moves of an iteration.
+      act: ``(carry, state[N], key) -> (action int32[N], learner_turn bool[N])``: the opponent's
+        move in every game and where the mover is the learner instead (its searched move is then
+        played, and only its positions are trained on).
+      end: ``(carry, done bool[N], episode_return float32[N, num_players], key) -> carry``: the
+        games that ended at this move, with every player's return; the hooks record results and
+        seat the next games' players.
+    """
+
+    carry: Any
+    act: Callable
+    end: Callable
+
+
+def _make_self_play(env: Env, search: Callable, s: AlphaZeroSettings) -> Callable:
+    """``self_play(params, games, hparams, key, env_params, opponents=None)``: ``unroll_length``
+    searched moves in every game; returns the games, the trajectory ``[T, N]``, per slot the first
+    game that ended (to resolve pending entries), and the opponents' carry (None without)."""
+    num_envs, num_players = s.num_envs, env.num_players
+    slots = jnp.arange(num_envs)
+
+    def move(params, hparams, env_params, opponents, carry, step_key):
+        games, first_done, first_return, first_truncated, hooks = carry
+        search_key, env_key = jax.random.split(step_key)
+        state = games.env_state
+        output = search(
+            params, state, search_key, s.num_simulations, hparams.gumbel_scale, env_params,
+            value_scale=hparams.value_scale, maxvisit_init=hparams.maxvisit_init,
+        )
+        action = output.action
+        if s.opening_moves > 0:
+            # Random openings widen the positions self-play visits (evaluation starts from varied
+            # openings too). The position is still searched and trained on: its policy target is
+            # the search's, whichever move was played.
+            uniform_key, coin_key = jax.random.split(jax.random.fold_in(step_key, 1))
+            uniform = random_player(uniform_key, state)
+            coin = jax.random.bernoulli(coin_key, 0.5, (num_envs,))
+            action = jnp.where(coin & (games.episode_length < s.opening_moves), uniform, action)
+        learner_turn = jnp.ones((num_envs,), jnp.bool_)
+        if opponents is not None:
+            opponent_action, learner_turn = opponents.act(hooks, state, jax.random.fold_in(step_key, 2))
+            action = jnp.where(learner_turn, action, opponent_action)
+        mover = state.current_player
+        next_state, final = jax.vmap(lambda st, a, k, p: step_auto_reset(env, st, a, k, p))(
+            state, action, jax.random.split(env_key, num_envs), env_params
+        )
+        done = final.terminated | final.truncated
+        episode_return = games.episode_return + final.rewards
+        episode_length = games.episode_length + 1
+        if opponents is not None:
+            hooks = opponents.end(hooks, done, episode_return, jax.random.fold_in(step_key, 3))
+        new_first = done & ~first_done
+        root = output.search_tree.ROOT_INDEX
+        step = dict(
+            observation=state.observation,
+            legal_action_mask=state.legal_action_mask,
+            policy_target=output.action_weights,
+            search_value=output.search_tree.node_values[:, root],
+            network_value=output.search_tree.raw_values[:, root],
+            player=mover,
+            learner_move=learner_turn,
+            return_before=games.episode_return[slots, mover],
+            rewards=final.rewards,
+            done=done,
+            truncated=final.truncated,
+            final_length=jnp.where(done, episode_length, 0),
+            first_player_return=jnp.where(done, episode_return[:, 0], 0.0),
+            final_return=jnp.where(done[:, None], episode_return, 0.0),
+        )
+        games = SelfPlayGames(
+            env_state=next_state,
+            episode_return=jnp.where(done[:, None], 0.0, episode_return),
+            episode_length=jnp.where(done, 0, episode_length),
+        )
+        carry = (
+            games,
+            first_done | done,
+            jnp.where(new_first[:, None], episode_return, first_return),
+            jnp.where(new_first, final.truncated, first_truncated),
+            hooks,
+        )
+        return carry, step
+
+    def self_play(params, games: SelfPlayGames, hparams: AlphaZeroHparams, key: Array, env_params,
+                  opponents: Opponents | None = None):
         init_carry = (
             games,
             jnp.zeros((num_envs,), jnp.bool_),
             jnp.zeros((num_envs, num_players), jnp.float32),
             jnp.zeros((num_envs,), jnp.bool_),
+            None if opponents is None else opponents.carry,
         )
-        (games, first_done, first_return, first_truncated), trajectory = jax.lax.scan(
-            move, init_carry, jax.random.split(key, s.unroll_length)
+        body = functools.partial(move, params, hparams, env_params, opponents)
+        (games, first_done, first_return, first_truncated, hooks), trajectory = jax.lax.scan(
+            body, init_carry, jax.random.split(key, s.unroll_length)
         )
-        return games, trajectory, (first_done, first_return, first_truncated)
+        return games, trajectory, (first_done, first_return, first_truncated), hooks
 
-    def trajectory_positions(trajectory: dict) -> Positions:
-        """The trajectory ``[T, N]`` as replay entries ``[T * N]``, time-major (oldest first)."""
-        target, known, terminated = jax.vmap(value_targets, in_axes=1, out_axes=1)(
-            trajectory["rewards"], trajectory["player"], trajectory["done"], trajectory["truncated"]
-        )
-        positions = Positions(
-            observation=trajectory["observation"].astype(env.observation_dtype),
-            legal_action_mask=trajectory["legal_action_mask"],
-            policy_target=trajectory["policy_target"],
-            value_target=jnp.where(known, target, 0.0),
-            search_value=trajectory["search_value"],
-            player=trajectory["player"].astype(jnp.int32),
-            slot=jnp.broadcast_to(jnp.arange(num_envs, dtype=jnp.int32), known.shape),
-            return_before=trajectory["return_before"],
-            pending=~known,
-            valid=known & terminated,
-        )
-        return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), positions)
+    return self_play
 
-    # --- loss and update ------------------------------------------------------------------------
+
+def _make_train(env: Env, policy: Callable, optimizer: Callable, s: AlphaZeroSettings) -> tuple[Callable, Callable, Callable]:
+    """``(loss, augment, train)`` of the learner: the policy-value loss, the symmetry augmentation
+    and ``num_updates`` SGD steps on minibatches sampled from the replay buffer."""
 
     def loss(params, batch: Positions, hparams: AlphaZeroHparams) -> tuple[Array, dict]:
         """Policy cross-entropy to the improved policy plus weighted value squared error.
@@ -699,60 +768,53 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
         new_state = state.replace(params=params, opt_state=opt_state, num_updates=state.num_updates + num_applied)
         return new_state, metrics, count
 
-    # --- one iteration --------------------------------------------------------------------------
+    return loss, augment, train
 
-    def iteration(state: AlphaZeroState, hparams: AlphaZeroHparams, key: Array, env_params=None):
-        """Self-play ``unroll_length`` moves in all N games, store them, then train.
 
-        Args:
-          state: the learner's `AlphaZeroState`.
-          hparams: `AlphaZeroHparams` (traced scalars).
-          key: consumed.
-          env_params: the level of every game, leading axis ``[N]``; None plays the default.
-            It is the level of both the games in progress and those started by auto-reset.
+def _make_store(env: Env, s: AlphaZeroSettings) -> tuple[Callable, Callable, Callable]:
+    """``(trajectory_positions, store, play_metrics)``: a self-play trajectory as replay entries,
+    its insertion into the buffer, and the self-play metrics of an iteration."""
+    num_envs = s.num_envs
 
-        Returns:
-          ``(state, metrics)``; metrics is a dict of float32 scalars (losses, grad norm, games
-          finished, mean length and first player's return of the games finished in this
-          iteration, 0 when none did, buffer fill, the step size used, ...). ``sgd_applied`` is 0 in iterations
-          where the buffer did not yet hold ``min_replay_size`` sampleable positions; the
-          losses of such iterations describe steps that were not applied.
-        """
-        play_key, train_key = jax.random.split(key)
-        env_params = batched_env_params(env, env_params, num_envs)
-        games, trajectory, (first_done, first_return, first_truncated) = self_play(
-            state.params, state.games, hparams, play_key, env_params
+    def trajectory_positions(trajectory: dict) -> Positions:
+        """The trajectory ``[T, N]`` as replay entries ``[T * N]``, time-major (oldest first)."""
+        target, known, terminated = jax.vmap(value_targets, in_axes=1, out_axes=1)(
+            trajectory["rewards"], trajectory["player"], trajectory["done"], trajectory["truncated"]
         )
-        buffer = replay_resolve(state.buffer, first_done, first_return, first_truncated)
-        buffer = replay_insert(buffer, trajectory_positions(trajectory))
-        state = state.replace(games=games, buffer=buffer)
-        state, metrics, count = train(state, hparams, train_key)
+        positions = Positions(
+            observation=trajectory["observation"].astype(env.observation_dtype),
+            legal_action_mask=trajectory["legal_action_mask"],
+            policy_target=trajectory["policy_target"],
+            value_target=jnp.where(known, target, 0.0),
+            search_value=trajectory["search_value"],
+            player=trajectory["player"].astype(jnp.int32),
+            slot=jnp.broadcast_to(jnp.arange(num_envs, dtype=jnp.int32), known.shape),
+            return_before=trajectory["return_before"],
+            # An opponent's move is never trained on: neither pending nor valid, so never resolved.
+            pending=~known & trajectory["learner_move"],
+            valid=known & terminated & trajectory["learner_move"],
+        )
+        return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), positions)
 
+    def store(state: AlphaZeroState, trajectory: dict, firsts: tuple) -> AlphaZeroState:
+        """Resolves the pending entries of games that ended (``firsts`` as `self_play` returns
+        them) and writes the trajectory's positions into the replay buffer."""
+        buffer = replay_resolve(state.buffer, *firsts)
+        return state.replace(buffer=replay_insert(buffer, trajectory_positions(trajectory)))
+
+    def play_metrics(state: AlphaZeroState, trajectory: dict, count: Array) -> dict:
         num_games = trajectory["done"].sum()
         num_finished = jnp.maximum(num_games, 1)
         f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
-        metrics.update(
+        return dict(
             games_finished=f32(num_games),
             game_length=f32(trajectory["final_length"].sum() / num_finished),
             first_player_return=f32(trajectory["first_player_return"].sum() / num_finished),
             search_value=f32(jnp.mean(trajectory["search_value"])),
-            buffer_fill=f32(buffer.size / s.replay_capacity),
+            buffer_fill=f32(state.buffer.size / s.replay_capacity),
             buffer_sampleable=f32(count),
-            buffer_pending=f32(buffer.positions.pending.sum()),
+            buffer_pending=f32(state.buffer.positions.pending.sum()),
             num_updates=f32(state.num_updates),
         )
-        return state, metrics
 
-    return AlphaZero(
-        init=init,
-        iteration=iteration,
-        policy=policy,
-        search=search,
-        act=act,
-        act_raw=act_raw,
-        augment=augment,
-        loss=loss,
-        graphdef=graphdef,
-        settings=settings,
-        env=env,
-    )
+    return trajectory_positions, store, play_metrics

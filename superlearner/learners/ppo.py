@@ -21,28 +21,30 @@ from flax import nnx, struct
 from superlearner.distributed import split_over_data
 from superlearner.networks import ActorCritic, RecurrentActorCritic, masked_logits
 from superlearner.returns import generalized_advantage_estimation
+from superlearner.schema import Hparam, hparams_type
 from superlearner.update_rules import UpdateRule, make_update_rule, policy_objective
 
 # ----------------------------------------------------------------------------------------------
 # Types.
 
 
-@struct.dataclass
-class PPOHparams:
-    """Adaptable hyperparameters, float32 scalars (a leading population axis in the TrainState)."""
+PPO_HPARAMS: tuple[Hparam, ...] = (
+    Hparam("learning_rate", 2.5e-4, "Adam step size", 0.0, 1.0, search=(1e-6, 1e-1, "log")),
+    Hparam("ent_coef", 0.01, "entropy bonus coefficient", 0.0, 10.0, search=(1e-5, 1.0, "log")),
+    Hparam("vf_coef", 0.5, "value loss coefficient", 0.0, 100.0, search=(1e-2, 10.0, "log")),
+    Hparam("gamma", 0.99, "discount", 0.0, 1.0, search=(0.9, 0.9999, "logit")),
+    Hparam("gae_lambda", 0.95, "GAE lambda", 0.0, 1.0, search=(0.5, 0.999, "logit")),
+    Hparam("clip_eps", 0.2, "PPO clip range (also the value clip range)", 0.0, 10.0, search=(0.05, 0.5, "log")),
+    Hparam("max_grad_norm", 0.5, "global gradient-norm clip", 0.0, 1e6, search=(0.05, 10.0, "log")),
+    Hparam("adam_eps", 1e-5, "Adam epsilon", 0.0, 1.0),
+)
+"""PPO's traced hyperparameters, declared once: the `PPOHparams` fields, the config's ``hparams``
+section and the meta-controllers' search space all come from this tuple."""
 
-    learning_rate: jax.Array
-    ent_coef: jax.Array
-    vf_coef: jax.Array
-    gamma: jax.Array
-    gae_lambda: jax.Array
-    clip_eps: jax.Array
-    max_grad_norm: jax.Array
-    adam_eps: jax.Array
-
-    @classmethod
-    def from_values(cls, **values: float) -> "PPOHparams":
-        return cls(**{name: jnp.asarray(value, jnp.float32) for name, value in values.items()})
+PPOHparams = hparams_type(
+    "PPOHparams", PPO_HPARAMS,
+    "Adaptable hyperparameters, float32 scalars (a leading population axis in the TrainState).",
+)
 
 
 @struct.dataclass
@@ -100,6 +102,9 @@ class PPO(NamedTuple):
     initial_carry: Callable[[int], Any] | None = None
     step: Callable[..., tuple] | None = None
     step_value: Callable[..., jax.Array] | None = None
+    # ``(state, rollout, loss_batch, hparams, key) -> (state, metrics)``: `update` from a loss batch
+    # already computed (`loss_batch`), so a caller that needs the advantages too computes them once.
+    update_batch: Callable[..., tuple[LearnerState, dict]] | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,7 +244,56 @@ def make_ppo(
         logits, values = nnx.merge(graphdef, params).unroll(batch["carry"], batch["observation"], batch["reset"])
         return masked_logits(logits, batch["legal_action_mask"]), values
 
-    # --- loss ---------------------------------------------------------------------------------
+    # --- loss and update ----------------------------------------------------------------------
+
+    loss_fn = _make_loss(evaluate, rule, normalize_advantages, clip_value_loss)
+    update_batch = _make_update(
+        loss_fn, optimizer, num_epochs, num_minibatches, anneal_lr, total_updates, recurrent, sequence_length
+    )
+
+    def update(state: LearnerState, rollout: Rollout, hparams: PPOHparams, key: jax.Array):
+        """One PPO update on a rollout ``[T, N]``: GAE, then epochs of shuffled minibatches.
+
+        Returns the new state and a dict of float32 scalar metrics.
+        """
+        return update_batch(state, rollout, loss_batch(rollout, hparams), hparams, key)
+
+    recurrent_fns = {}
+    if recurrent:
+        recurrent_fns = dict(recurrent=True, initial_carry=initial_carry, step=step, step_value=step_value)
+        policy = act = value = memoryless  # noqa: F811 -- a recurrent policy has no memoryless form
+    return PPO(
+        init=init, policy=policy, act=act, value=value, update=update, graphdef=graphdef, rule=rule, loss=loss_fn,
+        update_batch=update_batch, **recurrent_fns,
+    )
+
+
+def _choose(logits: jax.Array, key: jax.Array, greedy: bool) -> tuple[jax.Array, jax.Array]:
+    """An action drawn from (or, greedy, the argmax of) masked ``logits`` and its log-probability."""
+    if greedy:
+        action = jnp.argmax(logits, axis=-1)
+    else:
+        action = jax.random.categorical(key, logits, axis=-1)
+    log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
+    return action.astype(jnp.int32), log_prob
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss and update.
+
+
+def loss_batch(rollout: Rollout, hparams: PPOHparams) -> dict:
+    """The loss batch ``[T, N]`` of a rollout: `rollout_batch` plus the ``valid`` weights of a
+    self-play rollout (steps that are no learner decision weigh 0)."""
+    batch = rollout_batch(rollout, hparams.gamma, hparams.gae_lambda)
+    if rollout.valid is not None:
+        batch["valid"] = rollout.valid.astype(jnp.float32)
+    return batch
+
+
+def _make_loss(evaluate: Callable, rule: UpdateRule, normalize_advantages: bool, clip_value_loss: bool) -> Callable:
+    """PPO's loss ``(params, meta_params, batch, hparams) -> (loss, metrics)`` on one minibatch,
+    with the policy objective of ``rule`` (Schulman et al. 2017, eq. 7 for PPO-clip)."""
 
     def loss_fn(params, meta_params, batch: dict, hparams: PPOHparams):
         logits, values = evaluate(params, batch)
@@ -282,18 +336,19 @@ def make_ppo(
         )
         return total, metrics
 
-    # --- update -------------------------------------------------------------------------------
+    return loss_fn
 
-    def update(state: LearnerState, rollout: Rollout, hparams: PPOHparams, key: jax.Array):
-        """One PPO update on a rollout ``[T, N]``: GAE, then epochs of shuffled minibatches.
 
-        Returns the new state and a dict of float32 scalar metrics.
-        """
-        batch = rollout_batch(rollout, hparams.gamma, hparams.gae_lambda)
-        if rollout.valid is not None:
-            batch["valid"] = rollout.valid.astype(jnp.float32)
+def _make_update(
+    loss_fn: Callable, optimizer: Callable, num_epochs: int, num_minibatches: int, anneal_lr: bool,
+    total_updates: int, recurrent: bool, sequence_length: int,
+) -> Callable:
+    """``update_batch(state, rollout, batch, hparams, key) -> (state, metrics)``: epochs of
+    shuffled minibatches of a loss batch ``[T, N]`` (`loss_batch` of ``rollout``)."""
+
+    def update_batch(state: LearnerState, rollout: Rollout, batch: dict, hparams: PPOHparams, key: jax.Array):
         if recurrent:
-            batch, starts = to_sequences(batch, rollout)
+            batch, starts = to_sequences(batch, rollout, sequence_length)
         else:
             batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), batch)
             starts = {}
@@ -344,40 +399,24 @@ def make_ppo(
         new_state = state.replace(params=params, opt_state=opt_state, num_updates=state.num_updates + 1)
         return new_state, metrics
 
-    def to_sequences(batch: dict, rollout: Rollout) -> tuple[dict, Any]:
-        """A loss batch ``[T, N]`` as time-major sequences ``[L, (T / L) * N]``, with the carry at
-        each sequence's first step (leaves ``[(T / L) * N, M]``) and ``reset`` flags: the carry is
-        zeroed before step t where the step before ended an episode. A sequence's first step uses
-        its stored carry, which is already zero there if an episode starts."""
-        num_steps = batch["action"].shape[0]
-        length = sequence_length or num_steps
-        ended = rollout.continue_ == 0
-        batch["reset"] = jnp.concatenate([jnp.zeros_like(ended[:1]), ended[:-1]], axis=0)
-
-        def cut(x):  # [T, N, ...] -> [L, (T / L) * N, ...], sequence k * N + n = env n, steps kL..
-            x = x.reshape((num_steps // length, length) + x.shape[1:]).swapaxes(0, 1)
-            return x.reshape((length, -1) + x.shape[3:])
-
-        sequences = jax.tree.map(cut, batch)
-        sequences["reset"] = sequences["reset"].at[0].set(False)
-        starts = jax.tree.map(lambda x: x[::length].reshape((-1,) + x.shape[2:]), rollout.carry)
-        return sequences, starts
-
-    recurrent_fns = {}
-    if recurrent:
-        recurrent_fns = dict(recurrent=True, initial_carry=initial_carry, step=step, step_value=step_value)
-        policy = act = value = memoryless  # noqa: F811 -- a recurrent policy has no memoryless form
-    return PPO(
-        init=init, policy=policy, act=act, value=value, update=update, graphdef=graphdef, rule=rule, loss=loss_fn,
-        **recurrent_fns,
-    )
+    return update_batch
 
 
-def _choose(logits: jax.Array, key: jax.Array, greedy: bool) -> tuple[jax.Array, jax.Array]:
-    """An action drawn from (or, greedy, the argmax of) masked ``logits`` and its log-probability."""
-    if greedy:
-        action = jnp.argmax(logits, axis=-1)
-    else:
-        action = jax.random.categorical(key, logits, axis=-1)
-    log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
-    return action.astype(jnp.int32), log_prob
+def to_sequences(batch: dict, rollout: Rollout, sequence_length: int) -> tuple[dict, Any]:
+    """A loss batch ``[T, N]`` as time-major sequences ``[L, (T / L) * N]``, with the carry at
+    each sequence's first step (leaves ``[(T / L) * N, M]``) and ``reset`` flags: the carry is
+    zeroed before step t where the step before ended an episode. A sequence's first step uses
+    its stored carry, which is already zero there if an episode starts."""
+    num_steps = batch["action"].shape[0]
+    length = sequence_length or num_steps
+    ended = rollout.continue_ == 0
+    batch["reset"] = jnp.concatenate([jnp.zeros_like(ended[:1]), ended[:-1]], axis=0)
+
+    def cut(x):  # [T, N, ...] -> [L, (T / L) * N, ...], sequence k * N + n = env n, steps kL..
+        x = x.reshape((num_steps // length, length) + x.shape[1:]).swapaxes(0, 1)
+        return x.reshape((length, -1) + x.shape[3:])
+
+    sequences = jax.tree.map(cut, batch)
+    sequences["reset"] = sequences["reset"].at[0].set(False)
+    starts = jax.tree.map(lambda x: x[::length].reshape((-1,) + x.shape[2:]), rollout.carry)
+    return sequences, starts
