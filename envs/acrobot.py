@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from superlearner.env import Env, State
+from superlearner.core.env import Env, State
 
 TORQUE_NEGATIVE, TORQUE_NONE, TORQUE_POSITIVE = 0, 1, 2
 

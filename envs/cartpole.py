@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from superlearner.env import Env, State
+from superlearner.core.env import Env, State
 
 PUSH_LEFT = 0
 PUSH_RIGHT = 1

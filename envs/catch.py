@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from superlearner.env import Env, State, check_option
+from superlearner.core.env import Env, State, check_option
 
 LEFT, STAY, RIGHT = 0, 1, 2
 

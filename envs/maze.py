@@ -50,8 +50,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from superlearner.env import Env, State, check_option
-from superlearner.curriculum import fmix32 as _fmix32
+from superlearner.core.env import Env, State, check_option
+from superlearner.core.hashing import fmix32 as _fmix32
 from superlearner.errors import UserError
 
 Array = jax.Array

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import superlearner as sl
-from superlearner.testing import random_legal_action
+from superlearner.core.testing import random_legal_action
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
@@ -288,7 +288,7 @@ def _timed_training(overrides: dict, chunk: int | None = None, repeats: int = 1,
     size = chunk or config.train.iterations_per_chunk
     start = time.perf_counter()
     engine = make_engine(config)
-    # As the trainer does it (`superlearner.trainer.compile_run`): init and chunk compile together.
+    # As the trainer does it (`superlearner.run.trainer.compile_run`): init and chunk compile together.
     abstract = jax.eval_shape(engine.init, jnp.int32(config.train.seed))
     chunk_program = jax.jit(engine.train_chunk, static_argnums=1, donate_argnums=0).lower(abstract, size)
     run, init = compile_concurrently(chunk_program, lower_init(engine))
@@ -337,7 +337,7 @@ def _chunk_throughput(preset: str, overrides: dict, iterations: int, repeats: in
 
     ``prepare(engine, state) -> state``, if given, edits the initial state before anything runs.
     """
-    from superlearner import distributed
+    from superlearner.core import distributed
     from superlearner.engine import initial_state, make_engine
 
     config = _preset_config(preset, overrides)
@@ -614,7 +614,7 @@ def _groups_arg(text: str):
 
 def _full_league(engine, state):
     """``state`` with every league slot holding a snapshot of the initial learner."""
-    from superlearner.league import add_snapshot
+    from superlearner.selfplay.league import add_snapshot
 
     league = state.league
     for slot in range(1, engine.config.league.capacity):
@@ -921,7 +921,7 @@ def bench_memory(args: argparse.Namespace) -> Report:
 
     from superlearner.config import list_presets
     from superlearner.engine import make_engine
-    from superlearner.memory import device_capacity, program_memory, tree_bytes
+    from superlearner.run.memory import device_capacity, program_memory, tree_bytes
 
     mib = 1024**2
     capacity = device_capacity()

@@ -24,11 +24,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from superlearner.agent import load_agent
-from superlearner.checkpoint import latest_checkpoint
+from superlearner.run.agent import load_agent
+from superlearner.run.checkpoint import latest_checkpoint
 from superlearner.config import load_config
-from superlearner.games_cli import evaluate_named_levels, evaluate_sampled_levels, sample_levels
-from superlearner.trainer import train
+from superlearner.cli.levels import evaluate_named_levels, evaluate_sampled_levels, sample_levels
+from superlearner.run.trainer import train
 
 # Student t quantiles (two-sided 95%) by degrees of freedom, for intervals over a few seeds.
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}

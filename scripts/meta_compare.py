@@ -33,12 +33,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from superlearner.agent import load_train_state
-from superlearner.checkpoint import latest_checkpoint
+from superlearner.run.agent import load_train_state
+from superlearner.run.checkpoint import latest_checkpoint
 from superlearner.config import load_config
-from superlearner.evaluate import run_episodes
-from superlearner.logs import read_metrics
-from superlearner.trainer import train
+from superlearner.core.evaluate import run_episodes
+from superlearner.run.logs import read_metrics
+from superlearner.run.trainer import train
 
 # Student t quantiles (two-sided 95%) by degrees of freedom, for intervals over a few seeds.
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
@@ -56,8 +56,8 @@ ANCHOR_GAMES = 400  # per member and anchor in the final measurement of a self-p
 def anchor_scores(run_dir: Path, games: int = ANCHOR_GAMES, seed: int = 7) -> dict[str, np.ndarray]:
     """Each member's greedy score (win 1, draw 1/2) against every arena anchor of the run, over
     ``games`` games half in each seat, opened as the arena opens them: ``{spec: float[P]}``."""
-    from superlearner.anchors import make_anchor
-    from superlearner.arena import from_anchor, greedy_score
+    from superlearner.selfplay.anchors import make_anchor
+    from superlearner.selfplay.arena import from_anchor, greedy_score
 
     engine, state, _ = load_train_state(latest_checkpoint(run_dir))
     arena, size = engine.config.arena, engine.config.train.population_size

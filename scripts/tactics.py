@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from superlearner.agent import load_agent
-from superlearner.anchors import make_anchor
-from superlearner.arena import from_anchor, random_player, summarize_returns
+from superlearner.run.agent import load_agent
+from superlearner.selfplay.anchors import make_anchor
+from superlearner.selfplay.arena import from_anchor, random_player, summarize_returns
 from superlearner.errors import UserError
 
 

@@ -21,11 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from superlearner.agent import load_agent
-from superlearner.checkpoint import latest_checkpoint
+from superlearner.run.agent import load_agent
+from superlearner.run.checkpoint import latest_checkpoint
 from superlearner.config import load_config
-from superlearner.evaluate import run_episodes
-from superlearner.trainer import train
+from superlearner.core.evaluate import run_episodes
+from superlearner.run.trainer import train
 
 # Student t quantiles (two-sided 95%) by degrees of freedom, for intervals over a few seeds.
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}

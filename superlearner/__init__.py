@@ -3,12 +3,12 @@
 The public surface is small; everything heavy is imported on first use.
 """
 
-from superlearner.env import Env, NoParams, State, check_params
+from superlearner.core.env import Env, NoParams, State, check_params
 from superlearner.errors import CheckpointError, ConfigError, UnknownEnvError, UserError
-from superlearner.registry import list_envs, make, register
-from superlearner.wrappers import EpisodeStats, step_auto_reset, update_episode_stats
+from superlearner.core.registry import list_envs, make, register
+from superlearner.core.wrappers import EpisodeStats, step_auto_reset, update_episode_stats
 
-__version__ = "0.1.0"
+from superlearner.version import __version__
 
 __all__ = [
     "CheckpointError",
@@ -31,21 +31,21 @@ __all__ = [
 
 
 def to_gymnasium(env_or_id, **options):
-    """A `gymnasium.Env` view of a superlearner env (see `superlearner.gym.GymnasiumEnv`)."""
-    from superlearner.gym import to_gymnasium as _to_gymnasium
+    """A `gymnasium.Env` view of a superlearner env (see `superlearner.core.gym.GymnasiumEnv`)."""
+    from superlearner.core.gym import to_gymnasium as _to_gymnasium
 
     return _to_gymnasium(env_or_id, **options)
 
 
 def load_agent(path, **options):
-    """Loads a trained agent from a run directory or checkpoint (see `superlearner.agent`)."""
-    from superlearner.agent import load_agent as _load_agent
+    """Loads a trained agent from a run directory or checkpoint (see `superlearner.run.agent`)."""
+    from superlearner.run.agent import load_agent as _load_agent
 
     return _load_agent(path, **options)
 
 
 def _register_builtin_with_gymnasium() -> None:
-    from superlearner import gym as _gym
+    from superlearner.core import gym as _gym
 
     _gym.register_all()
 

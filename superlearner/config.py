@@ -48,7 +48,7 @@ class LearnerConfig:
     activation: Literal["tanh", "relu"] = field("tanh", "hidden activation")
     anneal_lr: bool = field(True, "linearly anneal the learning rate to zero over the run")
     update_rule: Literal["ppo_clip", "dpo", "learned", "switch"] = field("ppo_clip", "policy update rule (drift function); learned: a drift network, see update_rule_file; switch: all three in one program, a traced index per member picks one (meta.kind=bandit with meta.arms.update_rule)")
-    update_rule_file: str = field("", "update_rule=learned: .npz file of the drift network's weights (superlearner.discovery writes one; empty: start at PPO-clip); relative to the YAML file's folder when written there, to the working directory on the command line")
+    update_rule_file: str = field("", "update_rule=learned: .npz file of the drift network's weights (superlearner.run.discovery writes one; empty: start at PPO-clip); relative to the YAML file's folder when written there, to the working directory on the command line")
     normalize_advantages: bool = field(True, "normalise advantages per minibatch")
     clip_value_loss: bool = field(True, "clip the value loss like the policy ratio")
     bootstrap_truncation: bool = field(True, "bootstrap from the value of the last observation when an episode is truncated")
@@ -123,7 +123,7 @@ class CurriculumConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DiscoveryConfig:
-    """Offline discovery of a learned drift function (``python -m superlearner.discovery``).
+    """Offline discovery of a learned drift function (``python -m superlearner.run.discovery``).
 
     Each candidate rule trains the experiment's PPO run (env, learner, hparams,
     train.total_env_steps) once per meta-training level and seed; its fitness is the final
@@ -169,7 +169,7 @@ class MetaConfig:
     outer_gae_lambda: float = field(0.95, "metagrad: fixed GAE lambda of the outer objective", low=0.0, high=1.0)
     outer_vf_coef: float = field(0.5, "metagrad: weight of the critic's error in the outer objective", low=0.0, high=1e3)
     critic_learning_rate: float = field(1e-3, "metagrad: Adam step size of the outer objective's critic", low=0.0, high=1.0)
-    discovery: DiscoveryConfig = field(DiscoveryConfig, "offline discovery of a learned drift (superlearner.discovery)")
+    discovery: DiscoveryConfig = field(DiscoveryConfig, "offline discovery of a learned drift (superlearner.run.discovery)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -495,7 +495,7 @@ def validate_semantics(config: ExperimentConfig, source: str = "config") -> None
     size = config.train.population_size
     meta = config.meta
     if meta.kind != "none" or meta.init_low or meta.init_high:
-        from superlearner.meta import CURRICULUM_HPARAM_SPECS, CURRICULUM_PREFIX
+        from superlearner.meta.controllers import CURRICULUM_HPARAM_SPECS, CURRICULUM_PREFIX
         from superlearner.schema import hparam_specs
 
         known = [spec.name for spec in hparam_specs(definition.hparams) + CURRICULUM_HPARAM_SPECS]

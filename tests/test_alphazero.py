@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from superlearner.anchors import make_anchor
-from superlearner.arena import from_anchor, make_match_fn, summarize_returns
+from superlearner.selfplay.anchors import make_anchor
+from superlearner.selfplay.arena import from_anchor, make_match_fn, summarize_returns
 from superlearner.errors import UserError
 from superlearner.learners.alphazero import (
     AlphaZeroHparams,
@@ -25,8 +25,8 @@ from superlearner.learners.alphazero import (
     replay_sample,
     value_targets,
 )
-from superlearner.registry import make
-from superlearner.wrappers import step_auto_reset
+from superlearner.core.registry import make
+from superlearner.core.wrappers import step_auto_reset
 
 # One small configuration shared by the tests that run whole iterations, so the iteration is
 # compiled once per test session.

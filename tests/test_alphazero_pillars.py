@@ -9,14 +9,14 @@ import jax
 import numpy as np
 import pytest
 
-from superlearner.agent import load_train_state
-from superlearner.checkpoint import Checkpointer
+from superlearner.run.agent import load_train_state
+from superlearner.run.checkpoint import Checkpointer
 from superlearner.config import config_from_dict, validate_semantics
 from superlearner.engine import initial_state, make_engine
 from superlearner.errors import ConfigError
-from superlearner.league import SELF
-from superlearner.logs import read_metrics
-from superlearner.trainer import resume, train
+from superlearner.selfplay.league import SELF
+from superlearner.run.logs import read_metrics
+from superlearner.run.trainer import resume, train
 
 ALPHAZERO = {
     "num_simulations": 4, "max_num_considered_actions": 4, "replay_capacity": 256, "batch_size": 32,
@@ -24,10 +24,10 @@ ALPHAZERO = {
 }
 
 
-def _config(env="tic_tac_toe", num_envs=8, num_steps=6, iterations=4, **sections):
+def _config(env="tic_tac_toe", num_envs=8, num_steps=6, iterations=4, env_options=None, **sections):
     raw = {
         "name": "tiny_alphazero_pillars",
-        "env": {"id": env},
+        "env": {"id": env, "options": env_options or {}},
         "learner": {"kind": "alphazero", "num_envs": num_envs, "num_steps": num_steps},
         "alphazero": dict(ALPHAZERO),
         "arena": {"every_chunks": 0},
@@ -45,7 +45,8 @@ LEAGUE = {"league": {"kind": "snapshots", "capacity": 3, "snapshot_every": 1, "w
 PBT = {"train": {"population_size": 2}, "meta": {"kind": "pbt", "adapt": ["learning_rate", "gumbel_scale"],
                                                  "interval": 1, "ready_iterations": 0}}
 BANDIT = {"meta": {"kind": "bandit", "arms": {"learning_rate": [1e-3, 3e-3]}, "interval": 1}}
-CURRICULUM = {"env": "maze", "num_envs": 4, "num_steps": 8,
+# Maze episodes of at most 6 moves end inside every 8-move collection, so levels get scores.
+CURRICULUM = {"env": "maze", "env_options": {"max_episode_steps": 6}, "num_envs": 4, "num_steps": 8,
               "curriculum": {"kind": "plr", "capacity": 8, "min_fill_ratio": 0.25, "replay_prob": 0.5}}
 
 

@@ -1,4 +1,4 @@
-"""Tests of superlearner.anchors: the random, minimax and perfect players, the solved
+"""Tests of superlearner.selfplay.anchors: the random, minimax and perfect players, the solved
 tic-tac-toe table, and exact Kuhn poker exploitability."""
 
 import importlib.util
@@ -9,18 +9,16 @@ import numpy as np
 import pytest
 
 import superlearner as sl
-from superlearner import anchors
-from superlearner.anchors import (
+from superlearner.selfplay import anchors
+from superlearner.selfplay.anchors import (
     WIN_SCORE,
-    kuhn_equilibrium_policy,
-    kuhn_exploitability,
     make_anchor,
     minimax_action_values,
     register_heuristic,
-    tic_tac_toe_action_values,
-    tic_tac_toe_value,
-    tic_tac_toe_values,
 )
+from superlearner.envs.kuhn_poker import equilibrium_policy as kuhn_equilibrium_policy
+from superlearner.envs.kuhn_poker import table_exploitability as kuhn_exploitability
+from superlearner.envs.tic_tac_toe import solved_values as tic_tac_toe_values
 from superlearner.errors import UserError
 
 
@@ -196,7 +194,7 @@ def test_connect_four_minimax_prefers_the_centre_on_an_empty_board(c4, c4_values
 def test_connect_four_heuristic_counts_open_lines_and_centre(c4):
     # X: bottom 1, 2 (an open two in several windows); O: column 3 bottom (a centre disc).
     state = play(c4, [1, 3, 2])  # O to move
-    h_o = float(anchors.connect_four_heuristic(c4, state))
+    h_o = float(c4.heuristic(state))
     # O's view: O has one centre disc (+3); X's bottom two at columns 1-2 lies in windows
     # [0..3] (blocked by O at 3), [1..4] (blocked) -> only windows without O count: none
     # horizontally. Vertical/diagonal windows hold one X disc each, so X has no open two.
@@ -204,7 +202,7 @@ def test_connect_four_heuristic_counts_open_lines_and_centre(c4):
     state = play(c4, [1, 6, 2])  # O to move; O's disc is at the edge now
     # X's bottom two at columns 1-2 lies in the open windows [0..3] and [1..4]: 2 * 2 = 4;
     # O's single disc makes no line and is off centre.
-    assert float(anchors.connect_four_heuristic(c4, state)) == pytest.approx(-4.0)
+    assert float(c4.heuristic(state)) == pytest.approx(-4.0)
 
 
 @needs_connect_four
@@ -228,14 +226,14 @@ def test_tic_tac_toe_table_known_values():
     env = sl.make("tic_tac_toe")
     table = tic_tac_toe_values()
     assert table.shape == (3**9,) and table.dtype == jnp.int8
-    value = fast_jit(lambda s: tic_tac_toe_value(env, s, table))
+    value = fast_jit(env.solved_value)
     assert int(value(env.reset(jax.random.key(0)))) == 0  # a draw
     # X took the centre, O an edge: X wins with perfect play; O to move loses.
     assert int(value(play(env, [4, 1]))) == 1
     assert int(value(play(env, [4, 1, 0]))) == -1
     # X holds opposite corners around O's centre: O must answer on an edge; a corner loses.
     state = play(env, [0, 4, 8])
-    values = np.asarray(fast_jit(lambda s, k: tic_tac_toe_action_values(env, s, k, table))(state, jax.random.key(1)))
+    values = np.asarray(fast_jit(env.solved_action_values)(state, jax.random.key(1)))
     np.testing.assert_array_equal(values, [-2, 0, -1, 0, -2, 0, -1, 0, -2])
     # 5478 positions are reachable; the non-zero entries are among them.
     assert 0 < int(np.sum(np.asarray(table) != 0)) < 5478
@@ -255,7 +253,7 @@ def test_tic_tac_toe_minimax_depth9_agrees_with_the_table():
     # One unbatched program, run per position: a batch axis makes the deep program slower to
     # compile than the five runs take.
     search = fast_jit(lambda s, k: minimax_action_values(env, s, k, 9, width=3))
-    exact = fast_jit(lambda s, k: tic_tac_toe_action_values(env, s, k))
+    exact = fast_jit(env.solved_action_values)
     for i, sequence in enumerate(sequences):
         state = play(env, sequence)
         key = jax.random.key(i)
@@ -307,7 +305,7 @@ def test_perfect_tic_tac_toe_never_loses():
 
 def test_every_perfect_line_is_counted_and_only_bad_play_loses_them():
     env = sl.make("tic_tac_toe")
-    values = jax.jit(lambda state: anchors.tic_tac_toe_action_values(env, state, jax.random.key(0)))
+    values = jax.jit(lambda state: env.solved_action_values(state, jax.random.key(0)))
 
     def best(state) -> int:  # deterministic perfect play: the first optimal move
         return int(np.argmax(np.asarray(values(state))))
@@ -315,14 +313,14 @@ def test_every_perfect_line_is_counted_and_only_bad_play_loses_them():
     def lowest_cell(state) -> int:
         return int(np.flatnonzero(np.asarray(state.legal_action_mask))[0])
 
-    out = anchors.tic_tac_toe_lines_against_perfect(env, best)
+    out = anchors.lines_against_perfect(env, best)
     assert set(out) == {"first", "second"}
     assert sorted(out["first"]) == sorted(["empty"] + [str(m) for m in range(9)])
     for rows in out.values():
         assert all(r["losses"] == 0 and r["wins"] == 0 and r["lines"] == r["draws"] > 0 for r in rows.values())
     # Second from the empty board, the perfect side opens anywhere: at least 9 lines.
     assert out["second"]["empty"]["lines"] >= 9
-    bad = anchors.tic_tac_toe_lines_against_perfect(env, lowest_cell)
+    bad = anchors.lines_against_perfect(env, lowest_cell)
     assert sum(r["losses"] for rows in bad.values() for r in rows.values()) > 0
 
 
@@ -391,7 +389,7 @@ def othello_openings():
 def test_othello_heuristic_is_zero_at_the_symmetric_start(othello_openings):
     env, _ = othello_openings
     start = fast_jit(env.reset)(jax.random.key(0))
-    assert float(fast_jit(lambda s: anchors.othello_heuristic(env, s))(start)) == 0.0
+    assert float(fast_jit(env.heuristic)(start)) == 0.0
 
 
 @needs_othello
@@ -403,7 +401,7 @@ def test_othello_depth1_values_are_the_negated_child_heuristic(othello_openings)
 
     def direct(state, key):
         children = jax.vmap(lambda a: env.step(state, a, key))(jnp.arange(65))
-        h = jax.vmap(lambda c: anchors.othello_heuristic(env, c))(children)
+        h = jax.vmap(env.heuristic)(children)
         return -h, children.terminated
 
     expected, done = fast_jit(jax.vmap(direct))(states, keys)

@@ -95,10 +95,10 @@ def test_text_moves_round_trip_and_bad_text_is_refused(env):
 
 @pytest.mark.slow
 def test_the_catch_preset_learns_to_catch_every_ball(tmp_path):
-    from superlearner.agent import load_agent
+    from superlearner.run.agent import load_agent
     from superlearner.config import load_config
-    from superlearner.evaluate import run_episodes, summarize
-    from superlearner.trainer import train
+    from superlearner.core.evaluate import run_episodes, summarize
+    from superlearner.run.trainer import train
 
     config = load_config("catch_ppo", ["log.tensorboard=false", "train.eval_episodes=0"])
     assert train(config, tmp_path / "run", show_progress=False).completed

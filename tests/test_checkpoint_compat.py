@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from superlearner.agent import load_agent, load_train_state
+from superlearner.run.agent import load_agent, load_train_state
 
 DATA = Path(__file__).parent / "data" / "pre_engine_refactor"
 EXPECTED = json.loads((DATA / "expected.json").read_text())
@@ -33,7 +33,7 @@ def test_a_checkpoint_from_before_the_shared_engine_loads_with_the_same_values(r
 
 
 def test_an_old_alphazero_run_resumes_and_trains_on(tmp_path):
-    from superlearner.trainer import resume
+    from superlearner.run.trainer import resume
 
     run_dir = tmp_path / "run"
     shutil.copytree(DATA / "alphazero_tic_tac_toe", run_dir)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from superlearner.cli import main
+from superlearner.cli.main import main
 
 
 def run_cli(args, env, cwd, timeout=600):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import struct
 
-from superlearner import curriculum as cur
+from superlearner.curriculum import levels as cur
 from superlearner.envs.cartpole import CartPole, make_default_params
 from superlearner.errors import UserError
 
@@ -659,7 +659,7 @@ def test_an_episode_that_ends_mid_rollout_restarts_on_the_level_the_teacher_chos
     """With ``reset_params``, env n's episode that ends at step t is followed by one on
     ``reset_params[t, n]``: after the rollout each env plays the level of its last reset."""
     from superlearner.engine import initial_state, make_engine
-    from superlearner.rollout import collect_single_agent
+    from superlearner.learners.rollout import collect_single_agent
 
     engine = make_engine(_lp_config())
     state = initial_state(engine, 0)

@@ -5,12 +5,12 @@ import json
 import jax
 import numpy as np
 
-from superlearner.agent import load_train_state
+from superlearner.run.agent import load_train_state
 from superlearner.config import config_from_dict
-from superlearner.curriculum_probe import read_galleries
-from superlearner.logs import read_metrics
-from superlearner.registry import make
-from superlearner.trainer import resume, train
+from superlearner.curriculum.probe import read_galleries
+from superlearner.run.logs import read_metrics
+from superlearner.core.registry import make
+from superlearner.run.trainer import resume, train
 
 PROBED_PLR = {
     "name": "probed_plr",
@@ -62,7 +62,7 @@ def test_probe_logs_heldout_and_buffer_statistics_and_resumes_exactly(tmp_path):
         assert int(env.level_space.shortest_path_length(parsed)) == level["path_length"]
 
     # `superlearner plot` draws them.
-    from superlearner.plot import plot_run
+    from superlearner.run.plot import plot_run
 
     names = {p.name for p in plot_run(tmp_path / "straight")}
     assert {"heldout.png", "curriculum_buffer.png", "level_gallery.png"} <= names

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from superlearner import discovery
+from superlearner.run import discovery
 from superlearner.config import apply_overrides, config_from_dict, load_config
 from superlearner.errors import ConfigError
-from superlearner.registry import make
-from superlearner.update_rules import init_learned_meta_params, read_rule_file
+from superlearner.core.registry import make
+from superlearner.learners.update_rules import init_learned_meta_params, read_rule_file
 
 TINY = [
     "learner.num_envs=2", "learner.num_steps=16", "learner.num_minibatches=2", "learner.num_epochs=1",

@@ -25,14 +25,14 @@ import numpy as np
 import pytest
 import yaml
 
-from superlearner import distributed
-from superlearner.agent import load_train_state
-from superlearner.cli import main
+from superlearner.core import distributed
+from superlearner.run.agent import load_train_state
+from superlearner.cli.main import main
 from superlearner.config import config_from_dict
 from superlearner.engine import make_engine
 from superlearner.errors import ConfigError, UserError
-from superlearner.logs import read_metrics
-from superlearner.trainer import train
+from superlearner.run.logs import read_metrics
+from superlearner.run.trainer import train
 
 PARAM_ATOL = 1e-5
 
@@ -151,11 +151,11 @@ EIGHT_DEVICES = textwrap.dedent(
     import json, sys
     import jax
     from superlearner.config import config_from_dict
-    from superlearner.trainer import resume, train
+    from superlearner.run.trainer import resume, train
 
     assert jax.device_count() == 8
     # A batch marked with split_over_data is reduced across the data devices.
-    from superlearner import distributed
+    from superlearner.core import distributed
     mesh = distributed.make_mesh(distributed.MeshShape(1, 8))
     loss = jax.jit(lambda x: (distributed.split_over_data(x, 0) ** 2).mean())
     with jax.set_mesh(mesh):

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from superlearner import cli
-from superlearner.agent import load_agent, load_train_state
-from superlearner.checkpoint import Checkpointer
+from superlearner.run.agent import load_agent, load_train_state
+from superlearner.run.checkpoint import Checkpointer
 from superlearner.config import config_from_dict, validate_semantics
 from superlearner.engine import make_engine
 from superlearner.errors import ConfigError, UserError
-from superlearner.logs import read_metrics
-from superlearner.trainer import resume, train
+from superlearner.run.logs import read_metrics
+from superlearner.run.trainer import resume, train
 
 # 16 tic-tac-toe games x 9 moves per iteration, 4 iterations in chunks of 2: the replay ring (512)
 # wraps in the fourth iteration and holds games begun in an earlier chunk, so a resume matches only

@@ -5,10 +5,10 @@ import json
 import jax
 import numpy as np
 
-from superlearner.agent import load_train_state
+from superlearner.run.agent import load_train_state
 from superlearner.config import config_from_dict
 from superlearner.engine import make_engine
-from superlearner.trainer import resume, train
+from superlearner.run.trainer import resume, train
 
 
 def test_episodes_ending_mid_rollout_restart_on_the_curriculums_level():

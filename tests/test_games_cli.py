@@ -11,11 +11,16 @@ import numpy as np
 import pytest
 
 import superlearner as sl
-from superlearner import games_cli
-from superlearner.cli import main
+from superlearner.cli import evaluate as cli_evaluate
+from superlearner.cli import levels as cli_levels
+from superlearner.cli import play as cli_play
+from superlearner.cli import players as cli_players
+from superlearner.cli import ratings as cli_ratings
+from superlearner.cli import svg as cli_svg
+from superlearner.cli.main import main
 from superlearner.config import config_from_dict
 from superlearner.errors import UserError
-from superlearner.trainer import train
+from superlearner.run.trainer import train
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -44,9 +49,9 @@ def run_dir(tmp_path_factory):
 def _untrained_run(path, env_id):
     """A run directory holding one checkpoint of a freshly initialised train state (no training:
     the code paths, not the agent's strength, are under test)."""
-    from superlearner.checkpoint import Checkpointer
+    from superlearner.run.checkpoint import Checkpointer
     from superlearner.engine import make_engine
-    from superlearner.trainer import checkpoint_metadata, prepare_run_dir
+    from superlearner.run.trainer import checkpoint_metadata, prepare_run_dir
 
     raw = {
         "name": f"{env_id}_untrained",
@@ -101,8 +106,8 @@ def test_the_perfect_player_is_never_beaten(run_dir, capsys):
 
 
 def test_all_first_moves_cover_every_opening_in_both_seats(run_dir, capsys):
-    from superlearner.anchors import make_anchor
-    from superlearner.arena import all_first_moves
+    from superlearner.selfplay.anchors import make_anchor
+    from superlearner.selfplay.arena import all_first_moves
 
     env = sl.make("tic_tac_toe")
     moves = all_first_moves(env, 20)
@@ -110,16 +115,16 @@ def test_all_first_moves_cover_every_opening_in_both_seats(run_dir, capsys):
     np.testing.assert_array_equal(moves[:18], np.tile(np.arange(9), 2))
     np.testing.assert_array_equal(moves[18:], moves[:18])
     # Perfect play draws after every first move, in either seat.
-    perfect = games_cli.anchor_kind(make_anchor(env, "perfect"))
-    match = games_cli.make_pair_match(env, perfect, perfect, 36, 0, moves)
+    perfect = cli_players.anchor_kind(make_anchor(env, "perfect"))
+    match = cli_players.make_pair_match(env, perfect, perfect, 36, 0, moves)
     returns, seat = match(None, None, jax.random.key(0))
     np.testing.assert_array_equal(np.asarray(returns), 0.0)
-    report = games_cli.first_move_report(returns, seat, moves)
+    report = cli_players.first_move_report(returns, seat, moves)
     assert sorted(report, key=int) == [str(m) for m in range(9)]
     assert all(r["first"]["draws"] == 2 and r["second"]["draws"] == 2 for r in report.values())
     # A random player opening in a corner loses some games against perfect play.
-    rand = games_cli.anchor_kind(make_anchor(env, "random"))
-    returns, _ = games_cli.make_pair_match(env, rand, perfect, 36, 0, moves)(None, None, jax.random.key(1))
+    rand = cli_players.anchor_kind(make_anchor(env, "random"))
+    returns, _ = cli_players.make_pair_match(env, rand, perfect, 36, 0, moves)(None, None, jax.random.key(1))
     assert np.all(np.asarray(returns) <= 0) and np.any(np.asarray(returns) < 0)
     # The command: every first move, both seats, with a record per first move.
     import argparse
@@ -128,7 +133,7 @@ def test_all_first_moves_cover_every_opening_in_both_seats(run_dir, capsys):
         path=str(run_dir), opponent="perfect", games=18, opening_moves=0, openings="all-first-moves", seed=0,
         json=True, sample=False, svg=None, levels=None, episodes=1,
     )
-    assert games_cli.cmd_eval(args) == 0
+    assert cli_evaluate.cmd_eval(args) == 0
     out = _json_out(capsys)
     assert out["openings"] == "all-first-moves" and out["games"] == 18
     assert out["wins"] == 0 and sorted(out["first_moves"], key=int) == [str(m) for m in range(9)]
@@ -157,16 +162,16 @@ def test_bad_requests_are_one_line_errors(run_dir, capsys, extra, message):
 def test_eval_requests_are_checked_against_the_env():
     cartpole, maze, ttt = sl.make("cartpole"), sl.make("maze"), sl.make("tic_tac_toe")
     with pytest.raises(UserError, match="single-agent env; --opponent is for two-player"):
-        games_cli.check_eval_request(cartpole, "random", None)
+        cli_evaluate.check_eval_request(cartpole, "random", None)
     with pytest.raises(UserError, match="single-agent env without levels"):
-        games_cli.check_eval_request(cartpole, None, "named")
+        cli_evaluate.check_eval_request(cartpole, None, "named")
     with pytest.raises(UserError, match="2-player game"):
-        games_cli.check_eval_request(ttt, None, "sampled:10")
+        cli_evaluate.check_eval_request(ttt, None, "sampled:10")
     with pytest.raises(UserError, match="N >= 1"):
-        games_cli.check_eval_request(maze, None, "sampled:0")
-    games_cli.check_eval_request(maze, None, "named")
-    games_cli.check_eval_request(maze, None, "sampled:5")
-    assert games_cli.parse_levels_spec(" sampled:12 ") == ("sampled", 12)
+        cli_evaluate.check_eval_request(maze, None, "sampled:0")
+    cli_evaluate.check_eval_request(maze, None, "named")
+    cli_evaluate.check_eval_request(maze, None, "sampled:5")
+    assert cli_levels.parse_levels_spec(" sampled:12 ") == ("sampled", 12)
 
 
 def test_svg_of_an_evaluation_game_is_an_animation_ending_on_the_final_position(run_dir, tmp_path, capsys):
@@ -188,8 +193,8 @@ def test_svg_of_an_evaluation_game_is_an_animation_ending_on_the_final_position(
 
 
 def test_animated_svg_switches_frames_in_turn():
-    frames = [games_cli._text_frame(f"frame {i}") for i in range(3)]
-    svg = games_cli.animated_svg(frames, ["a", "b", "c"], "moves: 1 2")
+    frames = [cli_svg._text_frame(f"frame {i}") for i in range(3)]
+    svg = cli_svg.animated_svg(frames, ["a", "b", "c"], "moves: 1 2")
     root = ET.fromstring(svg)
     animations = [g.find(f"{SVG}animate") for g in root.findall(f"{SVG}g")]
     values = [a.get("values") for a in animations]
@@ -210,9 +215,7 @@ def test_animated_svg_switches_frames_in_turn():
 
 def _table_policy(env):
     """A policy whose params are logits per information state [12, 2]."""
-    from superlearner.arena import kuhn_observations
-
-    observations = jnp.asarray(kuhn_observations(env))
+    observations = jnp.asarray(env.info_states().observations)
 
     def policy(params, observation, mask):
         index = jnp.argmax(jnp.all(observation[..., None, :] == observations, axis=-1), axis=-1)
@@ -229,13 +232,13 @@ class _League:
 
 
 def test_kuhn_best_response_report_has_the_known_values():
-    from superlearner.anchors import kuhn_equilibrium_policy
+    from superlearner.envs.kuhn_poker import equilibrium_policy as kuhn_equilibrium_policy
     from superlearner.envs import kuhn_poker as kp
 
     env = sl.make("kuhn_poker")
     policy = _table_policy(env)
     uniform = jnp.zeros((kp.NUM_INFO_STATES, 2))
-    report = games_cli.kuhn_best_response_report(env, policy, uniform)
+    report = cli_players.best_response_report(env, policy, uniform)
     assert report["exploitability"] == pytest.approx(0.458333, abs=1e-5)
     assert "exploitability_league" not in report
 
@@ -247,23 +250,25 @@ def test_kuhn_best_response_report_has_the_known_values():
     snapshots = jnp.stack([uniform, uniform, equilibrium])
     filled = jnp.array([True, False, True])
     league = _League(params=snapshots, filled=filled, meta_strategy=jnp.array([0.5, 0.0, 0.5]))
-    report = games_cli.kuhn_best_response_report(env, policy, uniform, league)
+    report = cli_players.best_response_report(env, policy, uniform, league)
     assert report["exploitability"] == pytest.approx(0.458333, abs=1e-5)
     assert report["league_policies"] == 2
     assert 0.0 < report["exploitability_league"] < 0.458333
     # All the weight on the equilibrium snapshot: the league's policy is unexploitable.
     league = _League(params=snapshots, filled=filled, meta_strategy=jnp.array([0.0, 0.0, 1.0]))
-    report = games_cli.kuhn_best_response_report(env, policy, uniform, league)
+    report = cli_players.best_response_report(env, policy, uniform, league)
     assert report["league_policies"] == 1
     assert report["exploitability_league"] == pytest.approx(0.0, abs=1e-5)
-    report = games_cli.kuhn_best_response_report(env, policy, equilibrium)
+    report = cli_players.best_response_report(env, policy, equilibrium)
     # The greedy policy of an equilibrium that mixes is exploitable.
     assert report["exploitability_greedy"] > 0.05
 
 
 def test_the_league_player_keeps_one_snapshot_per_game_drawn_from_the_meta_strategy():
-    from superlearner.anchors import kuhn_equilibrium_policy, kuhn_exploitability
-    from superlearner.arena import kuhn_average_policy, kuhn_policy_table
+    from superlearner.envs.kuhn_poker import average_policy as kuhn_average_policy
+    from superlearner.envs.kuhn_poker import equilibrium_policy as kuhn_equilibrium_policy
+    from superlearner.envs.kuhn_poker import policy_table as kuhn_policy_table
+    from superlearner.envs.kuhn_poker import table_exploitability as kuhn_exploitability
     from superlearner.envs import kuhn_poker as kp
 
     env = sl.make("kuhn_poker")
@@ -274,21 +279,21 @@ def test_the_league_player_keeps_one_snapshot_per_game_drawn_from_the_meta_strat
         params=jnp.stack([always_pass, always_bet, always_bet]), filled=jnp.array([True, True, False]),
         meta_strategy=jnp.array([0.25, 0.75, 0.0]),
     )
-    params = games_cli.league_params(league, jax.random.key(0))
-    act = jax.jit(games_cli.league_kind(policy, greedy=False))
+    params = cli_players.league_params(league, jax.random.key(0))
+    act = jax.jit(cli_players.league_kind(policy, greedy=False))
     states = jax.vmap(env.reset)(jax.random.split(jax.random.key(1), 4000))
     first = np.asarray(act(params, jax.random.key(2), states))
     # Another decision of the same games: the same snapshots (deterministic here) act again.
     np.testing.assert_array_equal(np.asarray(act(params, jax.random.key(3), states)), first)
     assert abs(first.mean() - 0.75) < 0.03  # the bet snapshot plays 3/4 of the games
     # A new match draws new snapshots.
-    other = games_cli.league_params(league, jax.random.key(9))
+    other = cli_players.league_params(league, jax.random.key(9))
     assert np.any(np.asarray(act(other, jax.random.key(2), states)) != first)
     # The equilibrium mixed with itself is unexploitable, and a match against the league plays.
     table = kuhn_equilibrium_policy()
     acting = np.stack([table[kp.INFO_STATE_PLAYER[i], i] for i in range(kp.NUM_INFO_STATES)])
     assert kuhn_exploitability(kuhn_policy_table(kuhn_average_policy(np.stack([acting, acting]), np.array([0.3, 0.7])))) < 1e-6
-    match = games_cli.make_pair_match(env, games_cli.league_kind(policy, False), games_cli.policy_kind(policy, False), 64, 0)
+    match = cli_players.make_pair_match(env, cli_players.league_kind(policy, False), cli_players.policy_kind(policy, False), 64, 0)
     returns, _ = match(params, always_pass, jax.random.key(4))
     assert np.asarray(returns).shape == (64,)
 
@@ -312,7 +317,7 @@ def _wall_follower(observation, mask, key):
 def test_named_levels_give_a_solve_rate_per_level_and_their_mean():
     env = sl.make("maze")
     levels = env.named_levels()
-    out = games_cli.evaluate_named_levels(env, _random_act, jax.random.key(0), levels, episodes=3)
+    out = cli_levels.evaluate_named_levels(env, _random_act, jax.random.key(0), levels, episodes=3)
     assert list(out["levels"]) == list(levels)
     rates = np.array([row["solve_rate"] for row in out["levels"].values()])
     assert np.all((rates >= 0) & (rates <= 1)) and np.all(np.isclose(rates * 3, np.round(rates * 3)))
@@ -323,8 +328,8 @@ def test_named_levels_give_a_solve_rate_per_level_and_their_mean():
 
 def test_sampled_levels_cvar_is_measured_on_the_worst_levels():
     env = sl.make("maze")
-    levels = games_cli.sample_levels(env, jax.random.key(1), 30)
-    out = games_cli.evaluate_sampled_levels(env, _wall_follower, jax.random.key(2), levels)
+    levels = cli_levels.sample_levels(env, jax.random.key(1), 30)
+    out = cli_levels.evaluate_sampled_levels(env, _wall_follower, jax.random.key(2), levels)
     assert out["num_levels"] == 30
     cvar1, cvar10 = out["cvar"]["1%"], out["cvar"]["10%"]
     assert (cvar1["num_levels"], cvar10["num_levels"]) == (1, 3)
@@ -343,7 +348,7 @@ def test_eval_levels_command_reports_named_and_sampled_levels(tmp_path, capsys):
     assert named["level_set"] == "named" and len(named["levels"]) == 11 and named["episodes"] == 2
     assert 0 <= named["mean_solve_rate"] <= 1
     frames = ET.fromstring(svg.read_text()).findall(f"{SVG}g")
-    assert 2 <= len(frames) <= games_cli.MAX_SVG_FRAMES
+    assert 2 <= len(frames) <= cli_svg.MAX_SVG_FRAMES
     assert named["svg"]["movers"] == ["agent"] * len(named["svg"]["moves"])
 
 
@@ -360,9 +365,9 @@ def test_eval_best_response_command_reads_the_league(tmp_path, capsys):
 
 def test_select_checkpoints_spreads_evenly_and_keeps_the_latest():
     steps = [2, 4, 6, 8, 10, 12, 14]
-    assert games_cli.select_checkpoints(steps, 3) == [2, 8, 14]
-    assert games_cli.select_checkpoints(steps, 1) == [14]
-    assert games_cli.select_checkpoints(steps[:2], 8) == [2, 4]
+    assert cli_ratings.select_checkpoints(steps, 3) == [2, 8, 14]
+    assert cli_ratings.select_checkpoints(steps, 1) == [14]
+    assert cli_ratings.select_checkpoints(steps[:2], 8) == [2, 4]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,7 +448,7 @@ def test_kuhn_play_shows_only_the_persons_card_until_the_end():
     env = sl.make("kuhn_poker")
     for seed in range(3):
         lines = []
-        game = games_cli.play_game(
+        game = cli_play.play_game(
             env, lambda key, state: 1, person=1, key=jax.random.key(seed),
             read=lambda prompt: "fold", write=lines.append,
         )

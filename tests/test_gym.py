@@ -13,7 +13,7 @@ from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 
 import superlearner as sl
 from superlearner.errors import UserError
-from superlearner.gym import GymnasiumEnv, GymnasiumSource
+from superlearner.core.gym import GymnasiumEnv, GymnasiumSource
 
 OTHER_BUILTIN_ENVS = ["connect_four", "othello", "kuhn_poker", "maze", "cartpole"]
 

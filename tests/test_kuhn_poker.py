@@ -206,3 +206,29 @@ def test_higher_card_wins_showdown_regardless_of_seat(env, step, a, b):
     p1_high = play(env, step, (low, high), "bb")[-1]
     np.testing.assert_array_equal(p0_high.rewards, [2, -2])
     np.testing.assert_array_equal(p1_high.rewards, [-2, 2])
+
+
+def test_the_env_declares_hidden_information_and_its_exact_solution(env):
+    from superlearner.selfplay.search import searchable
+
+    assert env.perfect_information is False and not searchable(env)
+    views = env.info_states()
+    assert views.observations.shape == (kp.NUM_INFO_STATES, 9)
+    np.testing.assert_array_equal(views.players, kp.INFO_STATE_PLAYER)
+    # Row i is the observation of the player acting in information state i.
+    for index in range(kp.NUM_INFO_STATES):
+        card, history = int(kp.INFO_STATE_CARD[index]), kp.INFO_STATE_HISTORY[index]
+        player = int(kp.INFO_STATE_PLAYER[index])
+        cards = (card, (card + 1) % 3) if player == 0 else ((card + 1) % 3, card)
+        state = play(env, jax.jit(env.step), cards, history)[-1]
+        assert int(kp.info_state_index(state, player)) == index
+        np.testing.assert_array_equal(views.observations[index], np.asarray(state.observation))
+    # OpenSpiel's value for uniform play, 0 for an equilibrium, and a mixture of a policy with
+    # itself is the policy.
+    uniform = np.full((kp.NUM_INFO_STATES, 2), 0.5)
+    assert env.exploitability(uniform) == pytest.approx(0.458333, abs=1e-5)
+    table = kp.equilibrium_policy()
+    acting = np.stack([table[kp.INFO_STATE_PLAYER[i], i] for i in range(kp.NUM_INFO_STATES)])
+    assert env.exploitability(acting) == pytest.approx(0.0, abs=1e-6)
+    assert env.exploitability(np.stack([acting, acting, uniform]), np.array([0.4, 0.6, 0.0])) == pytest.approx(0.0, abs=1e-6)
+    assert 0.0 < env.exploitability(np.stack([acting, uniform])) < 0.458333

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from superlearner.league import (
+from superlearner.selfplay.league import (
     SELF, LeagueHparams, add_snapshot, init_league, league_score, maybe_add_snapshot, meta_entropy,
     nash_meta_strategy, opponent_distribution, record_results, sample_opponents,
 )

@@ -5,11 +5,11 @@ import json
 import jax
 import numpy as np
 
-from superlearner.cli import main
-from superlearner.agent import load_agent
+from superlearner.cli.main import main
+from superlearner.run.agent import load_agent
 from superlearner.config import load_config
-from superlearner.evaluate import run_episodes, summarize
-from superlearner.trainer import train
+from superlearner.core.evaluate import run_episodes, summarize
+from superlearner.run.trainer import train
 
 
 def test_cartpole_ppo_preset_reaches_475(tmp_path, capsys):

@@ -6,7 +6,7 @@ import pytest
 from superlearner.config import config_from_dict
 from superlearner.engine import initial_state, make_engine
 from superlearner.errors import UserError
-from superlearner.memory import GIB, MemoryEstimate, check_fits, device_capacity, program_memory, tree_bytes
+from superlearner.run.memory import GIB, MemoryEstimate, check_fits, device_capacity, program_memory, tree_bytes
 
 
 def _config(num_envs: int):
@@ -64,7 +64,7 @@ def test_device_capacity_is_known_on_cpu():
 def test_train_refuses_a_run_that_would_not_fit_before_writing_anything(tmp_path, capsys):
     """A run whose compiled chunk needs more than the budget stops with one line naming the
     settings to lower, and leaves no run directory behind (nothing to clean up, nothing lost)."""
-    from superlearner.cli import main
+    from superlearner.cli.main import main
 
     run_dir = tmp_path / "run"
     code = main(["train", "cartpole_ppo", "--run-dir", str(run_dir), "--set", "train.memory_budget_gib=0.000001",

@@ -9,7 +9,7 @@ import pytest
 
 from superlearner.errors import UserError
 from superlearner.learners.ppo import PPOHparams
-from superlearner.meta import (
+from superlearner.meta.controllers import (
     PPO_HPARAM_SPECS,
     HparamSpec,
     PBTState,
@@ -564,8 +564,8 @@ def test_return_history_ring_keeps_the_last_window_in_order():
 
 
 def test_joint_hparams_round_trip_and_name_the_curriculum_knobs():
-    from superlearner.curriculum import CurriculumHparams
-    from superlearner.meta import joint_hparams, split_joint_hparams
+    from superlearner.curriculum.levels import CurriculumHparams
+    from superlearner.meta.controllers import joint_hparams, split_joint_hparams
 
     ppo, curriculum = BASE, CurriculumHparams.from_values(temperature=0.7)
     joint = joint_hparams(ppo, curriculum)

@@ -5,13 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from superlearner.checkpoint import Checkpointer
+from superlearner.run.checkpoint import Checkpointer
 from superlearner.config import config_from_dict, validate_semantics
 from superlearner.engine import make_engine
 from superlearner.errors import ConfigError
 from superlearner.learners.ppo import PPOHparams, Rollout, make_ppo
-from superlearner.meta import PopulationState, from_unconstrained, select_specs, to_unconstrained
-from superlearner.metagrad import (
+from superlearner.meta.controllers import PopulationState, from_unconstrained, select_specs, to_unconstrained
+from superlearner.meta.metagrad import (
     MetaGradBatch,
     flatten,
     make_metagrad,
@@ -19,7 +19,7 @@ from superlearner.metagrad import (
     outer_targets,
     rollout_batch,
 )
-from superlearner.update_rules import dpo, policy_objective, ppo_clip, switch
+from superlearner.learners.update_rules import dpo, policy_objective, ppo_clip, switch
 
 ADAPTED = ["gamma", "gae_lambda", "ent_coef", "vf_coef", "learning_rate"]
 # These programs run a few times on tiny inputs: XLA's backend optimisations would cost more

@@ -8,7 +8,7 @@ import pytest
 
 from flax import nnx
 
-from superlearner.networks import Torso, conv2d_same, orthogonal
+from superlearner.learners.networks import Torso, conv2d_same, orthogonal
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (4, 64), (64, 2), (3, 3, 5, 32), (300, 17)])

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import yaml
 
-from superlearner.plot import (
+from superlearner.run.plot import (
     drift_surface, lineage_in_order, plot_drift_surfaces, plot_lineage, plot_rule_file, plot_run,
 )
-from superlearner.update_rules import dpo, init_learned_meta_params, learned, ppo_clip, save_rule_file
+from superlearner.learners.update_rules import dpo, init_learned_meta_params, learned, ppo_clip, save_rule_file
 
 
 def _assert_non_trivial_png(path, min_width=300, min_height=200):
@@ -85,8 +85,8 @@ def test_plot_run_adds_the_drift_surface_for_rules_with_a_drift(tmp_path, rule):
 @pytest.mark.slow
 def test_plot_run_draws_the_lineage_of_a_tiny_pbt_run(tmp_path):
     from superlearner.config import load_config
-    from superlearner.plot import read_lineage
-    from superlearner.trainer import train
+    from superlearner.run.plot import read_lineage
+    from superlearner.run.trainer import train
 
     config = load_config("cartpole_pbt", [
         "train.population_size=4", "train.total_env_steps=2048", "learner.num_steps=32", "learner.num_envs=4",

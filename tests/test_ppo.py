@@ -7,7 +7,7 @@ import numpy as np
 from superlearner.config import config_from_dict
 from superlearner.engine import make_engine
 from superlearner.learners.ppo import PPOHparams, Rollout, make_ppo
-from superlearner.update_rules import dpo, policy_objective, ppo_clip
+from superlearner.learners.update_rules import dpo, policy_objective, ppo_clip
 
 
 def test_ppo_clip_objective_matches_the_clipped_surrogate():

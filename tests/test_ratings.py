@@ -1,4 +1,4 @@
-"""Tests of superlearner.ratings: score intervals, Elo helpers, Bradley-Terry fits."""
+"""Tests of superlearner.selfplay.ratings: score intervals, Elo helpers, Bradley-Terry fits."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from superlearner.errors import UserError
-from superlearner.ratings import (
+from superlearner.selfplay.ratings import (
     bradley_terry,
     elo_difference,
     elo_expected_score,

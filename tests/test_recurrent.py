@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 from flax import nnx, struct
 
-from superlearner.agent import load_agent, load_train_state
-from superlearner.checkpoint import Checkpointer
+from superlearner.run.agent import load_agent, load_train_state
+from superlearner.run.checkpoint import Checkpointer
 from superlearner.config import config_from_dict, validate_semantics
 from superlearner.engine import initial_state, make_engine
-from superlearner.env import Env, State
+from superlearner.core.env import Env, State
 from superlearner.errors import ConfigError, UserError
-from superlearner.evaluate import learner_act_fn, run_episodes
-from superlearner.games_cli import sample_levels
+from superlearner.core.evaluate import learner_act_fn, run_episodes
+from superlearner.cli.levels import sample_levels
 from superlearner.learners.ppo import PPOHparams
-from superlearner.networks import RecurrentActorCritic
-from superlearner.trainer import resume, train
+from superlearner.learners.networks import RecurrentActorCritic
+from superlearner.run.trainer import resume, train
 
 DELAY = 3
 
@@ -89,7 +89,7 @@ def test_unroll_equals_step_by_step_with_resets():
 
 def _collect(config, num_iterations=1):
     """A recurrent engine's state after a few iterations, and the rollout of one more."""
-    from superlearner.rollout import collect_single_agent
+    from superlearner.learners.rollout import collect_single_agent
 
     engine = make_engine(config, Recall())
     state = initial_state(engine, 0)

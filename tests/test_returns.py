@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from superlearner.returns import generalized_advantage_estimation
+from superlearner.learners.returns import generalized_advantage_estimation
 
 
 def _by_hand(r, v, v_next, gamma, cont, lam):

@@ -1,4 +1,4 @@
-"""Search over any policy-value network (`superlearner.search`): a PPO self-play agent of a board
+"""Search over any policy-value network (`superlearner.selfplay.search`): a PPO self-play agent of a board
 game can act by Gumbel search with its own policy and value."""
 
 import jax
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import superlearner as sl
-from superlearner.cli import main
+from superlearner.cli.main import main
 from superlearner.errors import UserError
-from superlearner.search import make_search, searchable
+from superlearner.selfplay.search import make_search, searchable
 from tests.test_games_cli import _untrained_run
 
 

@@ -7,9 +7,10 @@ import pytest
 
 from superlearner.config import config_from_dict, load_config
 from superlearner.engine import make_engine
-from superlearner import selfplay
-from superlearner.league import SELF
-from superlearner.selfplay import collect_self_play, opponent_policy, outcome_score
+from superlearner.learners import ppo_selfplay as selfplay
+from superlearner.selfplay import opponents
+from superlearner.selfplay.league import SELF
+from superlearner.learners.ppo_selfplay import collect_self_play, opponent_policy, outcome_score
 
 
 def _member0(tree):
@@ -88,7 +89,7 @@ def _assert_own_opponents_logits(engine, params, league, matches, logits):
 def test_each_game_gets_the_logits_of_its_own_opponent(dense, monkeypatch):
     # Both ways of running the opponents (every network on every game, or each game's network
     # gathered) must give each game its own opponent's policy.
-    monkeypatch.setattr(selfplay, "DENSE_OPPONENTS_MAX", 64 if dense else 0)
+    monkeypatch.setattr(opponents, "DENSE_OPPONENTS_MAX", 64 if dense else 0)
     engine = _engine()
     state = engine.init(2)
     params, league, matches = _member0(state.learner.params), _member0(state.league), _member0(state.env_state)
@@ -169,7 +170,7 @@ def test_kuhn_poker_rewards_are_the_learners_chips():
 
 
 def test_random_opening_plies_give_varied_live_starts_at_a_learner_decision():
-    from superlearner.selfplay import new_matches
+    from superlearner.learners.ppo_selfplay import new_matches
 
     engine = _engine()
     state = engine.init(0)
@@ -190,8 +191,8 @@ def test_random_opening_plies_give_varied_live_starts_at_a_learner_decision():
 
 
 def test_payoff_row_is_a_mean_return_against_each_filled_slot_with_paired_deals():
-    from superlearner.arena import from_policy, make_match_fn
-    from superlearner.selfplay import make_payoff_fn
+    from superlearner.selfplay.arena import from_policy, make_match_fn
+    from superlearner.selfplay.arena import make_payoff_fn
 
     engine = _engine("kuhn_poker")
     state = engine.init(0)
@@ -221,9 +222,9 @@ def test_kuhn_poker_league_policy_becomes_nearly_unexploitable(tmp_path):
     Nash meta-strategy) must be exploitable by less than 0.05 (uniform play: 0.458), measured
     exactly, and the eval command must measure the same mixture. At 6e5 steps it is still near
     0.05 (0.04-0.06, varying with the CPU's floating point); at 1.6e6 seeds 0-3 ended at 0.007-0.032."""
-    from superlearner.agent import load_agent, load_train_state
-    from superlearner.games_cli import kuhn_best_response_report
-    from superlearner.trainer import train
+    from superlearner.run.agent import load_agent, load_train_state
+    from superlearner.cli.players import best_response_report as kuhn_best_response_report
+    from superlearner.run.trainer import train
 
     overrides = ["train.total_env_steps=1600000", "train.iterations_per_chunk=100", "log.tensorboard=false"]
     result = train(load_config("kuhn_poker_selfplay", overrides), tmp_path / "run", show_progress=False)
@@ -241,7 +242,7 @@ def test_tic_tac_toe_self_play_learns_to_beat_random_and_hold_perfect_play(tmp_p
     """The tic_tac_toe preset, cut to 6e5 steps (the full 3.2e6 loses no line of perfect play):
     the greedy agent must score above 0.8 against random play and lose under 80% of its games
     against perfect play (both seats, every first move; an untrained agent loses nearly all)."""
-    from superlearner.trainer import train
+    from superlearner.run.trainer import train
 
     overrides = [
         "train.total_env_steps=600000", "train.iterations_per_chunk=100", "log.tensorboard=false",
@@ -293,7 +294,7 @@ def test_anchor_progress_needs_a_two_player_game_and_anchors():
 
 
 def test_a_checkpoint_written_before_opponent_groups_restores_with_each_games_opponent_as_its_pair(tmp_path, monkeypatch):
-    from superlearner import checkpoint
+    from superlearner.run import checkpoint
 
     engine = _engine()
     state = engine.init(0)
@@ -320,7 +321,7 @@ def test_a_checkpoint_written_before_opponent_groups_restores_with_each_games_op
 
 
 def test_league_opponents_sample_their_moves_at_the_opponent_temperature():
-    from superlearner.selfplay import _sample
+    from superlearner.selfplay.opponents import sample_moves as _sample
 
     p = np.array([0.1, 0.2, 0.7, 0.0])
     logits = jnp.broadcast_to(jnp.log(jnp.asarray(p)), (20000, 4))  # the last move is illegal (-inf)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import superlearner as sl
-from superlearner.env import Symmetries, apply_symmetry, dihedral_symmetries
-from superlearner.testing import ConformanceError, check_symmetries
+from superlearner.core.env import Symmetries, apply_symmetry, dihedral_symmetries
+from superlearner.core.testing import ConformanceError, check_symmetries
 
 
 @pytest.mark.parametrize("env_id, total, fixing_start", [("connect_four", 2, 2), ("tic_tac_toe", 8, 8), ("othello", 8, 4)])
@@ -78,7 +78,7 @@ def test_apply_symmetry_eager_jit_and_vmap_agree():
 
 def test_alphazero_augmentation_moves_each_position_with_its_mask_and_policy():
     from superlearner.learners.alphazero import AlphaZeroSettings, Positions, make_alphazero
-    from superlearner.testing import rollout
+    from superlearner.core.testing import rollout
 
     env = sl.make("connect_four")
     states, _ = jax.vmap(lambda k: rollout(env, k, 12))(jax.random.split(jax.random.key(0), 8))

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 import superlearner as sl
-from superlearner.agent import load_train_state
-from superlearner.checkpoint import Checkpointer
+from superlearner.run.agent import load_train_state
+from superlearner.run.checkpoint import Checkpointer
 from superlearner.config import config_from_dict
 from superlearner.errors import CheckpointError, UserError
-from superlearner.logs import read_metrics
-from superlearner.trainer import NonFiniteError, checkpoint_score, resume, train
+from superlearner.run.logs import read_metrics
+from superlearner.run.trainer import NonFiniteError, checkpoint_score, resume, train
 
 TINY = {
     "name": "tiny",
@@ -194,7 +194,7 @@ def test_the_best_checkpoint_is_found_again_after_reopening_and_resuming(tmp_pat
 
 
 def test_an_undefined_metric_is_null_in_the_file_and_left_out_of_the_dashboards(tmp_path):
-    from superlearner.logs import MetricsLog
+    from superlearner.run.logs import MetricsLog
 
     class Board:
         def __init__(self):

@@ -8,7 +8,7 @@ import pytest
 from superlearner.config import config_from_dict, validate_semantics
 from superlearner.errors import ConfigError
 from superlearner.learners.ppo import make_ppo
-from superlearner.update_rules import (
+from superlearner.learners.update_rules import (
     LEARNED_FEATURES, init_learned_meta_params, learned, learned_drift, load_rule_file, make_update_rule,
     policy_objective, ppo_clip, read_rule_file, save_rule_file,
 )

@@ -7,7 +7,7 @@
 * `chunk`: the population mapped over members, K iterations per compiled chunk.
 * `build`: `make_engine`, which puts a run together from its config.
 
-The host loop (`superlearner.trainer`) only logs, checkpoints and evaluates between chunks.
+The host loop (`superlearner.run.trainer`) only logs, checkpoints and evaluates between chunks.
 """
 
 from superlearner.engine.build import LEARNER_UPDATED, Engine, check_run, initial_hparams, make_engine

@@ -34,10 +34,10 @@ from superlearner.engine.meta_stage import (
     spread_hparams,
 )
 from superlearner.engine.state import TrainState
-from superlearner.env import Env
+from superlearner.core.env import Env
 from superlearner.errors import ConfigError
 from superlearner.learners.base import Learner, LearnerDef, MemberState, is_self_play, learner_def
-from superlearner.registry import make
+from superlearner.core.registry import make
 from superlearner.schema import population_values
 
 # The metric that says whether an iteration's update was applied (1) or skipped (0).
@@ -94,7 +94,7 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
     controller = make_meta_controller(config, env, learner)
     anchor_progress = None
     if config.meta.progress == "anchors":
-        from superlearner.arena import make_anchor_progress
+        from superlearner.selfplay.arena import make_anchor_progress
 
         anchor_progress = make_anchor_progress(
             env, learner.policy, config.arena.anchors, config.meta.progress_games, config.arena.opening_moves

@@ -17,7 +17,7 @@ def map_population(member_fn: Callable, size: int, num_shared: int = 0) -> Calla
     has a leading member axis, and so does every output.
 
     Members map to the mesh's `pop` axis: a sharding constraint inside a member's code
-    (`superlearner.distributed.split_over_data`) then keeps the population split. A single
+    (`superlearner.core.distributed.split_over_data`) then keeps the population split. A single
     member runs unbatched: a batch axis of one still turns every matmul and convolution into a
     batched one, which XLA's CPU backend runs markedly slower.
     """

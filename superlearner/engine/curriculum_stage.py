@@ -4,7 +4,7 @@
 `CURRICULUM_STAGES`:
 
 * ``none``: every env plays the env's default level.
-* ``dr``, ``plr``, ``accel``, ``sfl``: a level sampler (`superlearner.curriculum`) picks each
+* ``dr``, ``plr``, ``accel``, ``sfl``: a level sampler (`superlearner.curriculum.levels`) picks each
   iteration's levels from its buffer or fresh draws; every env restarts on its level (the
   learner's ``start``) and the levels are scored from the collection's `Outcome`. Robust PLR and
   ACCEL train only on some steps (``gates_update``).
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from superlearner.config import ExperimentConfig
-from superlearner.env import Env
+from superlearner.core.env import Env
 from superlearner.errors import ConfigError
 from superlearner.learners.base import CollectContext, Learner, MemberState, Outcome
 
@@ -38,7 +38,7 @@ class CurriculumStage(NamedTuple):
       levels: ``(member, level_key, reset_key) -> (member, CollectContext, sampled)``.
       observe: ``(member, outcome, sampled) -> (member, metrics)``.
       gates_update: iterations whose ``sampled.train`` is false skip the learner's update.
-      sampler: the level sampler (`superlearner.curriculum.LevelSampler`), or None.
+      sampler: the level sampler (`superlearner.curriculum.levels.LevelSampler`), or None.
       teacher: the learning-progress `Teacher`, or None.
     """
 
@@ -132,7 +132,7 @@ def make_sampler(config: ExperimentConfig, env: Env):
     cc = config.curriculum
     if cc.kind in ("none", "lp"):
         return None
-    from superlearner.curriculum import make_level_sampler
+    from superlearner.curriculum.levels import make_level_sampler
 
     space = getattr(env, "level_space", None)
     if space is None:
@@ -150,7 +150,7 @@ def make_sampler(config: ExperimentConfig, env: Env):
 
 def curriculum_hparams(config: ExperimentConfig):
     """The curriculum's adaptable starting values for one member."""
-    from superlearner.curriculum import CurriculumHparams
+    from superlearner.curriculum.levels import CurriculumHparams
 
     cc = config.curriculum
     values = dict(replay_prob=cc.replay_prob, temperature=cc.temperature, staleness_coef=cc.staleness_coef,
@@ -188,7 +188,7 @@ def make_teacher(config: ExperimentConfig, env: Env) -> Teacher | None:
     cc = config.curriculum
     if cc.kind != "lp":
         return None
-    from superlearner.curriculum import bins_to_params, make_lp_teacher
+    from superlearner.curriculum.levels import bins_to_params, make_lp_teacher
 
     if env.num_players != 1:
         raise ConfigError(f"curriculum.kind=lp: the teacher trains single-agent envs; {env.id!r} has {env.num_players} players")
@@ -231,7 +231,7 @@ def score_levels(sampler, buffer, batch, outcome: Outcome, curriculum_config):
     """Scores each env's level from the collection's `Outcome` ``[T, N]`` and folds the scores
     into the buffer. The value error is the learner's own (PPO: its GAE advantages), so the
     score costs no second pass over the rollout."""
-    from superlearner.curriculum import (
+    from superlearner.curriculum.levels import (
         combined_max_returns, episode_success_rate, learnability, max_episode_return, max_mc,
         positive_value_loss, smoothed_success_rate,
     )

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from superlearner.config import ExperimentConfig
-from superlearner.env import Env
+from superlearner.core.env import Env
 from superlearner.learners.base import Learner, LearnerDef, MemberState, uses_league
 
 
@@ -35,7 +35,7 @@ class LeagueStage(NamedTuple):
 def initial_league_hparams(config: ExperimentConfig, size: int | None = None):
     """`LeagueHparams` of the config's starting values, with a leading population axis when
     ``size`` is given (default: ``train.population_size``)."""
-    from superlearner.league import LeagueHparams
+    from superlearner.selfplay.league import LeagueHparams
 
     lc = config.league
     size = config.train.population_size if size is None else size
@@ -52,8 +52,8 @@ def _no_league(config: ExperimentConfig, env: Env, learner: Learner) -> LeagueSt
 
 
 def _snapshot_league(config: ExperimentConfig, env: Env, learner: Learner) -> LeagueStage:
-    from superlearner.league import init_league, league_score, maybe_add_snapshot, meta_entropy
-    from superlearner.selfplay import make_payoff_fn
+    from superlearner.selfplay.league import init_league, league_score, maybe_add_snapshot, meta_entropy
+    from superlearner.selfplay.arena import make_payoff_fn
 
     lg = config.league
     hparams_one = jax.tree.map(lambda x: x[0], initial_league_hparams(config, 1))

@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 
 from superlearner.config import ExperimentConfig
-from superlearner.env import Env
+from superlearner.core.env import Env
 from superlearner.errors import ConfigError
-from superlearner.learners.base import Learner, learner_def
+from superlearner.learners.base import Learner
 
 
 class MetaInput(NamedTuple):
@@ -38,40 +38,25 @@ class MetaInput(NamedTuple):
     batch: Any = None
 
 
-def learner_specs(config: ExperimentConfig):
-    """The search space of the run's learner plus the curriculum's knobs."""
-    from superlearner.meta import CURRICULUM_HPARAM_SPECS
-    from superlearner.schema import hparam_specs
-
-    return hparam_specs(learner_def(config.learner.kind).hparams) + CURRICULUM_HPARAM_SPECS
-
-
-def _meta_specs(config: ExperimentConfig):
-    from superlearner.meta import select_specs
-
-    names = list(dict.fromkeys(list(config.meta.adapt) + list(config.meta.init_low)))
-    bounds = {name: (config.meta.init_low[name], config.meta.init_high[name]) for name in config.meta.init_low}
-    return select_specs(names, learner_specs(config), **bounds)
-
-
 def _pbt(config: ExperimentConfig, env: Env | None, learner: Learner | None):
-    from superlearner.meta import make_pbt
+    from superlearner.engine.meta_config import meta_specs
+    from superlearner.meta.controllers import make_pbt
 
     m = config.meta
     return make_pbt(
-        _meta_specs(config), truncation_fraction=m.truncation_fraction, ready_iterations=m.ready_iterations,
+        meta_specs(config), truncation_fraction=m.truncation_fraction, ready_iterations=m.ready_iterations,
         interval=m.interval, perturb_factor=m.perturb_factor, resample_probability=m.resample_probability,
     )
 
 
 def _bandit(config: ExperimentConfig, env: Env | None, learner: Learner | None):
-    from superlearner.meta_config import make_bandit
+    from superlearner.engine.meta_config import make_bandit
 
     return make_bandit(config)
 
 
 def _metagrad(config: ExperimentConfig, env: Env | None, learner: Learner | None):
-    from superlearner.meta_config import make_configured_metagrad
+    from superlearner.engine.meta_config import make_configured_metagrad
 
     if learner is not None and learner.metagrad is None:
         raise ConfigError(
@@ -83,7 +68,7 @@ def _metagrad(config: ExperimentConfig, env: Env | None, learner: Learner | None
 
 
 def _bandit_metrics(config, ctrl_state, events) -> dict:
-    from superlearner.meta_config import bandit_arm_table
+    from superlearner.engine.meta_config import bandit_arm_table
 
     _, names = bandit_arm_table(config)
     metrics = {"meta_arm": events.arm.astype(jnp.float32), "meta_reward": events.reward}
@@ -151,7 +136,8 @@ def spread_hparams(config: ExperimentConfig, hparams: Any, key: jax.Array, curri
     Returns ``(hparams, curriculum_hparams)``; names ``curriculum_<field>`` draw that field of
     ``curriculum_hparams`` (None when the run has no curriculum, and then returned as None).
     """
-    from superlearner.meta import joint_hparams, sample_hparams, select_specs, split_joint_hparams
+    from superlearner.engine.meta_config import learner_specs
+    from superlearner.meta.controllers import joint_hparams, sample_hparams, select_specs, split_joint_hparams
 
     names = list(config.meta.init_low)
     specs = select_specs(names, learner_specs(config),
@@ -165,7 +151,7 @@ def spread_hparams(config: ExperimentConfig, hparams: Any, key: jax.Array, curri
 
 def init_meta(config: ExperimentConfig, key: jax.Array, controller=None, hparams: Any = None) -> dict:
     """The meta-controller's state, kept in ``TrainState.meta`` (metagrad starts from ``hparams``)."""
-    from superlearner.meta import init_return_history
+    from superlearner.meta.controllers import init_return_history
 
     ctrl_key, run_key = jax.random.split(key)
     controller = make_meta_controller(config) if controller is None else controller
@@ -183,13 +169,13 @@ def init_meta(config: ExperimentConfig, key: jax.Array, controller=None, hparams
 def _progress(meta_input: MetaInput, returns, state, step_key, learner: Learner | None, anchor_progress):
     """The controller's progress signal: anchors when configured, the rollout for the
     meta-gradient, else the recent mean return."""
-    from superlearner.meta import recent_mean
+    from superlearner.meta.controllers import recent_mean
 
     if anchor_progress is not None:
         params, measure_key = state.learner.params, jax.random.fold_in(step_key, 1)
         return lambda: anchor_progress(params, measure_key)
     if meta_input.batch is not None:
-        from superlearner.metagrad import MetaGradBatch
+        from superlearner.meta.metagrad import MetaGradBatch
 
         # The meta-gradient differentiates through an update from the parameters that collected
         # the rollout: the state before this iteration's update.
@@ -205,10 +191,10 @@ def meta_step(
     """One meta-controller call across the population (outside the per-member vmap).
 
     ``meta_input`` is a `MetaInput` (or just the members' episode returns). With
-    ``anchor_progress`` (`superlearner.arena.make_anchor_progress`) the controller's fitness is
+    ``anchor_progress`` (`superlearner.selfplay.arena.make_anchor_progress`) the controller's fitness is
     the members' score against the fixed anchors, measured only when a step is due.
     """
-    from superlearner.meta import PopulationState, gather_members, joint_hparams, push_returns, split_joint_hparams
+    from superlearner.meta.controllers import PopulationState, gather_members, joint_hparams, push_returns, split_joint_hparams
 
     if not isinstance(meta_input, MetaInput):
         meta_input = MetaInput(episode_return=meta_input)

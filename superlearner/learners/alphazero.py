@@ -16,7 +16,7 @@ Conventions:
   with discount 0 after the end of the game.
 * Illegal actions are masked at the root through mctx's ``invalid_actions`` and at every interior
   node by pushing their prior logits to ``networks.ILLEGAL_LOGIT`` (the search itself is
-  `superlearner.search.make_search`); Gumbel MuZero's interior selection then never picks them
+  `superlearner.selfplay.search.make_search`); Gumbel MuZero's interior selection then never picks them
   (their improved-policy probability is 0 while some legal action always has a positive score).
 * Replay positions of a game still in progress are *pending*: they are stored but never sampled,
   and get their value target when the game ends, possibly iterations later. Positions of a game
@@ -40,13 +40,13 @@ import mctx
 import optax
 from flax import nnx, struct
 
-from superlearner.arena import random_player
-from superlearner.env import Env, State, apply_symmetry, check_option
+from superlearner.selfplay.arena import random_player
+from superlearner.core.env import Env, State, apply_symmetry, check_option
 from superlearner.errors import UserError
 from superlearner.schema import Hparam, field, hparams_type
-from superlearner.networks import Conv, masked_logits
-from superlearner.search import batched_env_params, make_search, searchable
-from superlearner.wrappers import step_auto_reset
+from superlearner.learners.networks import Conv, masked_logits
+from superlearner.selfplay.search import batched_env_params, make_search, searchable
+from superlearner.core.wrappers import step_auto_reset
 
 Array = jax.Array
 
@@ -505,7 +505,7 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
     # ``search(params, env_state, key, num_simulations, gumbel_scale=0.0, env_params=None,
     # max_num_considered_actions=None, value_scale, maxvisit_init) -> mctx.PolicyOutput``: Gumbel
     # MuZero search of this network from a batch of states, with the settings' considered actions
-    # and depth (see `superlearner.search.make_search`).
+    # and depth (see `superlearner.selfplay.search.make_search`).
     search = make_search(env, policy, max_num_considered_actions=s.max_num_considered_actions, max_depth=s.max_depth)
 
     def act(params, env_state: State, key: Array, num_simulations: int, greedy: bool = True, env_params=None,

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from superlearner.env import Env
+from superlearner.core.env import Env
 from superlearner.errors import ConfigError
 from superlearner.learners.alphazero import (
     ALPHAZERO_HPARAMS,
@@ -36,7 +36,7 @@ from superlearner.learners.alphazero import (
 )
 from superlearner.learners.base import CollectContext, Learner, LearnerDef, MemberState, Outcome, uses_league
 from superlearner.schema import field, hparam_fields
-from superlearner.search import batched_env_params, searchable
+from superlearner.selfplay.search import batched_env_params, searchable
 
 
 @struct.dataclass
@@ -46,7 +46,7 @@ class LeagueGames:
     Attributes:
       games: the `SelfPlayGames` in progress.
       seat: int32, the learner's player index in each game.
-      opponent: int32, the league slot of each game's opponent, or `superlearner.league.SELF`.
+      opponent: int32, the league slot of each game's opponent, or `superlearner.selfplay.league.SELF`.
     """
 
     games: Any
@@ -96,7 +96,7 @@ def make_alphazero_learner(config, env: Env) -> Learner:
         games_key, seat_key, opponent_key = jax.random.split(key, 3)
         games = new_games(env, games_key, batched_env_params(env, member.env_params, num_envs), num_envs)
         if with_league:
-            from superlearner.league import sample_opponents
+            from superlearner.selfplay.league import sample_opponents
 
             seat = jax.random.randint(seat_key, (num_envs,), 0, env.num_players, dtype=jnp.int32)
             games = LeagueGames(games=games, seat=seat, opponent=sample_opponents(member.league, opponent_key, num_envs))
@@ -199,8 +199,8 @@ def league_opponents(env: Env, policy, league, games: LeagueGames, params, tempe
     state, key) -> actions``: each opponent searches with its own snapshot's network."""
     from types import SimpleNamespace
 
-    from superlearner.league import SELF, record_results, sample_opponents
-    from superlearner.selfplay import Match, _sample, opponent_policy, outcome_score
+    from superlearner.selfplay.league import SELF, record_results, sample_opponents
+    from superlearner.selfplay.opponents import Match, opponent_policy, outcome_score, sample_moves
 
     num = games.seat.shape[0]
     zeros_f, zeros_i = jnp.zeros((num,), jnp.float32), jnp.zeros((num,), jnp.int32)
@@ -210,17 +210,18 @@ def league_opponents(env: Env, policy, league, games: LeagueGames, params, tempe
                      pair=jnp.stack([opponent, opponent], axis=1))
 
     # The opponents' networks are gathered once per collection: snapshots do not change within it.
-    logits_of = None if search is not None else opponent_policy(SimpleNamespace(policy=policy), league, params, as_match(games.games.env_state, games.seat, games.opponent))
+    start = as_match(games.games.env_state, games.seat, games.opponent)
+    logits_of = None if search is not None else opponent_policy(SimpleNamespace(policy=policy), league, params, start)
 
     if search is not None:
-        from superlearner.selfplay import opponent_bank
+        from superlearner.selfplay.opponents import opponent_bank
 
         bank = opponent_bank(league, params)
 
     def act(carry, state, key):
         _, seat, opponent, _ = carry
         if search is None:
-            action = _sample(key, logits_of(as_match(state, seat, opponent)), temperature)
+            action = sample_moves(key, logits_of(as_match(state, seat, opponent)), temperature)
         else:
             action = search(bank, jnp.where(opponent == SELF, league.capacity, opponent), state, key)
         return action, (state.current_player == seat) | (opponent == SELF)

@@ -58,7 +58,7 @@ class MemberState:
       env_params: the level every env plays, leading axis ``[N]``.
       episode_stats: the learner's running episode statistics.
       policy_carry: a recurrent policy's carry per env (empty for feed-forward policies).
-      league: the self-play league (`superlearner.league.LeagueState`), empty when unused.
+      league: the self-play league (`superlearner.selfplay.league.LeagueState`), empty when unused.
       curriculum: the curriculum's buffer or teacher and its hyperparameters, empty when unused.
       rng: uint32 key data of the member's random stream.
     """
@@ -108,7 +108,7 @@ class CollectContext(NamedTuple):
 
 
 class MetaGradient(NamedTuple):
-    """The capability the online meta-gradient (`superlearner.metagrad`) needs: a differentiable
+    """The capability the online meta-gradient (`superlearner.meta.metagrad`) needs: a differentiable
     actor-critic update whose loss batch comes from a rollout by GAE.
 
     Attributes:

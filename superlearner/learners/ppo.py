@@ -18,11 +18,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
-from superlearner.distributed import split_over_data
-from superlearner.networks import ActorCritic, RecurrentActorCritic, masked_logits
-from superlearner.returns import generalized_advantage_estimation
+from superlearner.core.distributed import split_over_data
+from superlearner.learners.networks import ActorCritic, RecurrentActorCritic, masked_logits
+from superlearner.learners.returns import generalized_advantage_estimation
 from superlearner.schema import Hparam, hparams_type
-from superlearner.update_rules import UpdateRule, make_update_rule, policy_objective
+from superlearner.learners.update_rules import UpdateRule, make_update_rule, policy_objective
 
 # ----------------------------------------------------------------------------------------------
 # Types.
@@ -155,7 +155,7 @@ def make_ppo(
     """Builds PPO for observations ``observation_shape`` and ``num_actions`` discrete actions.
 
     ``total_updates`` is the number of `update` calls of the whole run (for annealing).
-    ``update_rule_file`` holds a learned rule's meta parameters (`superlearner.update_rules`).
+    ``update_rule_file`` holds a learned rule's meta parameters (`superlearner.learners.update_rules`).
     ``compute_dtype`` is the network's matmul dtype ("bfloat16" on accelerators); parameters,
     optimizer state, logits, values and losses are float32 either way.
     ``memory``: "none" (a feed-forward policy) or "lstm" (an LSTM of ``memory_size`` units after

@@ -2,7 +2,7 @@
 
 One-player envs: N envs stepped T times by the policy (feed-forward or recurrent), levels given by
 the curriculum or a teacher's draws. Two-player zero-sum games: N games against opponents drawn
-from the member's league, one step per learner decision (`superlearner.selfplay`). The batch is
+from the member's league, one step per learner decision (`superlearner.learners.ppo_selfplay`). The batch is
 the rollout with its loss batch (GAE advantages and value targets) computed once: the update
 trains on it and the curriculum scores levels from its advantages (`Outcome.value_error`).
 """
@@ -15,12 +15,12 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from superlearner.env import Env
+from superlearner.core.env import Env
 from superlearner.errors import ConfigError
 from superlearner.learners.base import CollectContext, Learner, LearnerDef, MemberState, MetaGradient, Outcome
 from superlearner.learners.ppo import PPO_HPARAMS, PPOHparams, Rollout, loss_batch, make_ppo
 from superlearner.schema import hparam_fields
-from superlearner.wrappers import EpisodeStats
+from superlearner.core.wrappers import EpisodeStats
 
 
 @struct.dataclass
@@ -57,7 +57,7 @@ def make_ppo_learner(config, env: Env) -> Learner:
                        episode_return=jnp.where(done, episode_return, 0.0))
 
     if self_play:
-        from superlearner.selfplay import collect_self_play, new_matches, to_learner_decision, zero_stats
+        from superlearner.learners.ppo_selfplay import collect_self_play, new_matches, to_learner_decision, zero_stats
 
         def start(member: MemberState, key) -> MemberState:
             match_key, reply_key = jax.random.split(key)
@@ -81,7 +81,7 @@ def make_ppo_learner(config, env: Env) -> Learner:
             return dict(episode_return=2.0 * stats.score - 1.0, score=stats.score, score_vs_self=stats.score_vs_self,
                         score_vs_league=stats.score_vs_league, games=stats.games, episode_length=stats.length)
     else:
-        from superlearner.rollout import collect_single_agent
+        from superlearner.learners.rollout import collect_single_agent
 
         def start(member: MemberState, key) -> MemberState:
             env_state = jax.vmap(env.reset)(jax.random.split(key, num_envs), member.env_params)
@@ -152,7 +152,7 @@ def validate_ppo(config, env: Env | None, source: str) -> None:
             "their raw policy (accepted: 0; a learner with a search of its own, such as alphazero, accepts more)"
         )
     if lc.update_rule_file:
-        from superlearner.update_rules import make_update_rule
+        from superlearner.learners.update_rules import make_update_rule
 
         make_update_rule(lc.update_rule, lc.update_rule_file)  # one-line errors
 
