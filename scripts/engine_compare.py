@@ -16,7 +16,8 @@ that checkout's own copy of the script:
 * ``curriculum``: `_chunk_throughput` of ``maze_plr`` and ``maze_accel`` after warm-up chunks
   that fill the level buffer.
 
-The median over rounds of each checkout and the ratio (this checkout's time over the earlier
+Each measurement is the best of its repeats (ten for the short chunks: a 2-core machine's timings
+of one chunk vary by 10-20% from call to call), and the median over rounds of each checkout and the ratio (this checkout's time over the earlier
 one's; below 1.05 is within 5%) go into ``docs/benchmarks.md`` and one row per measurement into
 ``docs/results/engine_compare.jsonl`` (command, commit, machine, date).
 """
@@ -40,7 +41,7 @@ RESULTS = ROOT / "docs" / "results" / "engine_compare.jsonl"
 # What each family measures: (name, python expression in the checkout's benchmark module, unit).
 # Each expression evaluates to seconds (lower is better).
 MEASUREMENTS = {
-    "ppo": [("cartpole_ppo training, s without compile", "B._timed_training({}, repeats=1)['without_compile']")],
+    "ppo": [("cartpole_ppo training, s without compile", "B._timed_training({}, repeats=3)['without_compile']")],
     "alphazero": [
         ("connect_four_alphazero chunk, s per iteration",
          "(lambda r: r['seconds'] / 4)(B._chunk_throughput('connect_four_alphazero', {}, 4, 2))"),
@@ -49,15 +50,15 @@ MEASUREMENTS = {
     ],
     "selfplay": [
         ("connect_four_selfplay chunk, s per iteration",
-         "(lambda r: r['seconds'] / 16)(B._chunk_throughput('connect_four_selfplay', {}, 16, 3))"),
+         "(lambda r: r['seconds'] / 16)(B._chunk_throughput('connect_four_selfplay', {}, 16, 10))"),
         ("tic_tac_toe_selfplay chunk, s per iteration",
-         "(lambda r: r['seconds'] / 32)(B._chunk_throughput('tic_tac_toe_selfplay', {}, 32, 3))"),
+         "(lambda r: r['seconds'] / 32)(B._chunk_throughput('tic_tac_toe_selfplay', {}, 32, 10))"),
     ],
     "curriculum": [
         ("maze_plr chunk, s per iteration",
-         "(lambda r: r['seconds'] / 32)(B._chunk_throughput('maze_plr', {}, 32, 3, warmup_chunks=4))"),
+         "(lambda r: r['seconds'] / 32)(B._chunk_throughput('maze_plr', {}, 32, 10, warmup_chunks=4))"),
         ("maze_accel chunk, s per iteration",
-         "(lambda r: r['seconds'] / 32)(B._chunk_throughput('maze_accel', {}, 32, 3, warmup_chunks=4))"),
+         "(lambda r: r['seconds'] / 32)(B._chunk_throughput('maze_accel', {}, 32, 10, warmup_chunks=4))"),
     ],
 }
 
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--old-commit", required=True, help="the earlier commit to compare against")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each measures both checkouts (default 3)")
     parser.add_argument("--families", nargs="+", default=list(MEASUREMENTS), choices=list(MEASUREMENTS))
+    parser.add_argument("--only", nargs="+", default=(), metavar="TEXT",
+                        help="measure only the measurements whose name contains one of these")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
 
@@ -119,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         order = ["old", "new"] if round_index % 2 == 0 else ["new", "old"]
         for family in args.families:
             for name, expression in MEASUREMENTS[family]:
+                if args.only and not any(text in name for text in args.only):
+                    continue
                 for which in order:
                     seconds = measure(trees[which], expression)
                     times.setdefault((family, name), {}).setdefault(which, []).append(seconds)

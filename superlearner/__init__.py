@@ -19,11 +19,13 @@ __all__ = [
     "State",
     "UnknownEnvError",
     "UserError",
+    "check_env",
     "check_params",
     "list_envs",
     "load_agent",
     "make",
     "register",
+    "register_learner",
     "step_auto_reset",
     "to_gymnasium",
     "update_episode_stats",
@@ -35,6 +37,22 @@ def to_gymnasium(env_or_id, **options):
     from superlearner.core.gym import to_gymnasium as _to_gymnasium
 
     return _to_gymnasium(env_or_id, **options)
+
+
+def check_env(env, **options):
+    """Checks ``env`` against the env contract and its own declarations; raises `ConformanceError`
+    naming the broken rule (see `superlearner.core.testing.check_env`)."""
+    from superlearner.core.testing import check_env as _check_env
+
+    return _check_env(env, **options)
+
+
+def register_learner(definition, **options):
+    """Makes a learner's ``learner.kind`` known to configs, presets and the CLI (see
+    `superlearner.learners.base.register_learner` and docs/adding_a_learner.md)."""
+    from superlearner.learners.base import register_learner as _register_learner
+
+    return _register_learner(definition, **options)
 
 
 def load_agent(path, **options):

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from superlearner.core.registry import DEFAULT_ENV
 from superlearner.errors import ConfigError
 from superlearner.learners.alphazero_learner import AlphaZeroConfig
 from superlearner.learners.base import learner_def, learner_kinds, learner_sections
@@ -29,7 +30,7 @@ EXPERIMENTS_DIR_ENV = "SUPERLEARNER_EXPERIMENTS"
 class EnvConfig:
     """Which environment to train on."""
 
-    id: str = field("cartpole", "registered env id (see `superlearner envs`)")
+    id: str = field(DEFAULT_ENV, "registered env id (see `superlearner envs`)")
     options: dict = field(dict, "static options passed to superlearner.make (shape settings)")
 
 

@@ -21,9 +21,8 @@ PACKAGE = ROOT / "superlearner"
 ALLOWED = {
     # The registry's table of built-in ids and the modules that define them.
     ("superlearner/core/registry.py", "_BUILTIN"),
-    # The default env of an experiment config (``EnvConfig.id``): a value a user sees and
-    # overrides, not a fact about a game.
-    ("superlearner/config.py", "id"),
+    # The env a config trains when it names none: the registry's, beside its table.
+    ("superlearner/core/registry.py", "DEFAULT_ENV"),
 }
 
 

@@ -29,6 +29,9 @@ _BUILTIN: dict[str, str] = {
     "catch": "superlearner.envs.catch:Catch",
 }
 
+# The env an experiment config trains when it names none (`superlearner.config.EnvConfig`).
+DEFAULT_ENV = "cartpole"
+
 _registered: dict[str, Callable[..., Env]] = {}
 _entry_points: dict[str, Any] | None = None
 

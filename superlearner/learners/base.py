@@ -193,6 +193,9 @@ class LearnerDef:
         the learner cannot train (called before anything compiles); None accepts every config.
       self_play_league: a two-player zero-sum run without ``league.kind`` set trains against a
         league of snapshots (True) or against its current self only (False).
+      update_rules: its policy objective is the `superlearner.learners.update_rules.UpdateRule`
+        that ``learner.update_rule`` names, so a discovered rule (`superlearner.run.discovery`)
+        and the bandit's rule arms apply to it.
       description: one line for ``superlearner learners``.
     """
 
@@ -204,6 +207,7 @@ class LearnerDef:
     make: Callable
     validate: Callable | None = None
     self_play_league: bool = False
+    update_rules: bool = False
     description: str = ""
 
 

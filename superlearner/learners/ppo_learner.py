@@ -166,6 +166,6 @@ HparamsConfig = dataclasses.make_dataclass(
 
 PPO_LEARNER = LearnerDef(
     kind="ppo", hparams=PPO_HPARAMS, hparams_type=PPOHparams, section="hparams", section_type=HparamsConfig,
-    make=make_ppo_learner, validate=validate_ppo, self_play_league=True,
+    make=make_ppo_learner, validate=validate_ppo, self_play_league=True, update_rules=True,
     description="Proximal Policy Optimisation: feed-forward or LSTM policies, single-agent and self-play",
 )

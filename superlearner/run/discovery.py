@@ -373,8 +373,11 @@ def _other_experiment(config: ExperimentConfig, name: str, key: str, role: str, 
         other = load_config(name)
     except UserError as error:
         raise ConfigError(f"{where}: {error}") from None
-    if other.learner.kind != "ppo":
-        raise ConfigError(f"{where} trains learner.kind={other.learner.kind}; {role} must be a PPO experiment")
+    from superlearner.learners.base import learner_def
+
+    if not learner_def(other.learner.kind, where).update_rules:
+        raise ConfigError(f"{where} trains learner.kind={other.learner.kind}, whose update is no update rule; "
+                          f"{role} must be a PPO experiment (a learner that reads learner.update_rule)")
     if make(other.env.id, **other.env.options).num_players != 1:
         raise ConfigError(f"{where} is a {other.env.id} self-play experiment; {role} must be single-agent")
     if other.env.id == config.env.id:
