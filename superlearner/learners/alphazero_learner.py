@@ -35,6 +35,7 @@ from superlearner.learners.alphazero import (
     new_games,
 )
 from superlearner.learners.base import CollectContext, Learner, LearnerDef, MemberState, Outcome, uses_league
+from superlearner.learners.networks import choose_action
 from superlearner.schema import field, hparam_fields
 from superlearner.selfplay.search import batched_env_params, searchable
 
@@ -148,20 +149,20 @@ def make_alphazero_learner(config, env: Env) -> Learner:
         return metrics
 
     def act(params, observation, legal_action_mask, key, greedy: bool = False):
-        from superlearner.learners.ppo import _choose
-
         logits, value = az.policy(params, observation, legal_action_mask)
-        action, log_prob = _choose(logits, key, greedy)
+        action, log_prob = choose_action(logits, key, greedy)
         return action, log_prob, value
+
+    def value(params, observation):
+        batch = observation.shape[: observation.ndim - len(env.observation_shape)]
+        return az.policy(params, observation, jnp.ones(batch + (env.num_actions,), bool))[1]
 
     def search(params, env_state, key, num_simulations: int, greedy: bool = True, env_params=None, hparams=None):
         return az.act(params, env_state, key, num_simulations, greedy, env_params, hparams=hparams)
 
     return Learner(
         kind="alphazero", init=init, start=start, collect=collect, update=update, summarize=summarize,
-        policy=az.policy, act=act, value=lambda params, observation: az.policy(
-            params, observation, jnp.ones(observation.shape[:-len(env.observation_shape)] + (env.num_actions,), bool))[1],
-        search=search, algorithm=az,
+        policy=az.policy, act=act, value=value, search=search, algorithm=az,
     )
 
 

@@ -297,3 +297,13 @@ class RecurrentActorCritic(nnx.Module):
         # Unrolling the loop (lax.scan's unroll=4 or 8) made the update 2-3x slower on CPU.
         _, outputs = jax.lax.scan(step, carry, (projected, resets))
         return self._heads(outputs)
+
+
+def choose_action(logits: jax.Array, key: jax.Array, greedy: bool) -> tuple[jax.Array, jax.Array]:
+    """An action drawn from (or, greedy, the argmax of) masked ``logits`` and its log-probability."""
+    if greedy:
+        action = jnp.argmax(logits, axis=-1)
+    else:
+        action = jax.random.categorical(key, logits, axis=-1)
+    log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
+    return action.astype(jnp.int32), log_prob

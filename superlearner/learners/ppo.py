@@ -19,7 +19,7 @@ import optax
 from flax import nnx, struct
 
 from superlearner.core.distributed import split_over_data
-from superlearner.learners.networks import ActorCritic, RecurrentActorCritic, masked_logits
+from superlearner.learners.networks import ActorCritic, RecurrentActorCritic, choose_action, masked_logits
 from superlearner.learners.returns import generalized_advantage_estimation
 from superlearner.schema import Hparam, hparams_type
 from superlearner.learners.update_rules import UpdateRule, make_update_rule, policy_objective
@@ -210,7 +210,7 @@ def make_ppo(
     def act(params, observation, legal_action_mask, key, greedy: bool = False):
         """Samples (or takes the argmax of) the masked policy. Returns action, log_prob, value."""
         logits, value = policy(params, observation, legal_action_mask)
-        action, log_prob = _choose(logits, key, greedy)
+        action, log_prob = choose_action(logits, key, greedy)
         return action, log_prob, value
 
     def value(params, observation):
@@ -224,7 +224,7 @@ def make_ppo(
         """One recurrent step: the new carry, then action, log_prob and value as in `act`."""
         carry, logits, value = nnx.merge(graphdef, params)(carry, observation)
         logits = masked_logits(logits, legal_action_mask)
-        action, log_prob = _choose(logits, key, greedy)
+        action, log_prob = choose_action(logits, key, greedy)
         return carry, action, log_prob, value
 
     def step_value(params, carry, observation):
@@ -267,15 +267,6 @@ def make_ppo(
         update_batch=update_batch, **recurrent_fns,
     )
 
-
-def _choose(logits: jax.Array, key: jax.Array, greedy: bool) -> tuple[jax.Array, jax.Array]:
-    """An action drawn from (or, greedy, the argmax of) masked ``logits`` and its log-probability."""
-    if greedy:
-        action = jnp.argmax(logits, axis=-1)
-    else:
-        action = jax.random.categorical(key, logits, axis=-1)
-    log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
-    return action.astype(jnp.int32), log_prob
 
 
 # ----------------------------------------------------------------------------------------------
