@@ -14,19 +14,33 @@ carry bits between neighbouring words. The state stores the mover's discs and th
 discs and swaps them after every move, so the mover's view needs no select.
 
 What the env declares: a heuristic for the minimax anchor's leaves (`ConnectFour.heuristic`: open
-twos and threes and centre-column discs) and the mirror of the columns as its symmetry.
+twos and threes and centre-column discs), the mirror of the columns as its symmetry, and a level
+space of start positions for curricula.
+
+Levels. The env's ``params`` is a `PositionLevel`: a position and the side to move, which ``reset``
+starts from; the default is the standard start (an empty board, player 0 to move). The level
+space (`PositionLevelSpace`, ``env.level_space``) draws fresh levels as a few random legal plies
+from the standard start and mutates a level by a few more, so every level it makes is reachable
+by legal play and unfinished. `PositionLevelSpace` is written for any two-player board game whose
+state keeps ``boards`` and ``current_player`` (othello uses it too).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import re
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from superlearner.core.env import Env, State, Symmetries, check_option
+from superlearner.core.env import Env, State, Symmetries, check_option, tree_select
+from superlearner.core.hashing import fmix32
+from superlearner.errors import UserError
 
 _WORD_BITS = 32
 _MIN_SIZE, _MAX_SIZE = 4, 12
@@ -44,6 +58,20 @@ class ConnectFourState(State):
     """
 
     boards: jax.Array
+
+
+@struct.dataclass
+class PositionLevel:
+    """A start position of a two-player board game: the env's ``params``, which ``reset`` starts from.
+
+    Attributes:
+      boards: uint32[2, num_words], the discs of the player to move, then the other player's, in
+        the game's own bitboard layout (its state's ``boards``).
+      current_player: int32[], the player to move.
+    """
+
+    boards: jax.Array
+    current_player: jax.Array
 
 
 def _shift_down(words: Words, shift) -> Words:
@@ -123,7 +151,9 @@ class ConnectFour(Env):
     description = "Connect four, 2 players, action = column from the left (default 6x7)"
     zero_sum = True
 
-    def __init__(self, rows: int = 6, columns: int = 7) -> None:
+    def __init__(self, rows: int = 6, columns: int = 7, level_plies: int = 8) -> None:
+        """Static options: the board's ``rows`` and ``columns`` (4..12), and ``level_plies``, the
+        most random plies of a fresh curriculum level (`PositionLevelSpace.max_plies`)."""
         self.rows = check_option(self.id, "rows", rows, int, _MIN_SIZE, _MAX_SIZE)
         self.columns = check_option(self.id, "columns", columns, int, _MIN_SIZE, _MAX_SIZE)
         self.num_players = 2
@@ -153,15 +183,23 @@ class ConnectFour(Env):
             cells=np.stack([grid.reshape(-1), grid[:, ::-1].reshape(-1)]).astype(np.int32),
             actions=np.stack([np.arange(self.columns), np.arange(self.columns)[::-1]]).astype(np.int32),
         )
+        self.level_space = PositionLevelSpace(self, max_plies=level_plies)
+
+    @property
+    def default_params(self) -> PositionLevel:
+        """The standard start: an empty board, player 0 to move."""
+        return PositionLevel(boards=jnp.zeros((2, self._num_words), jnp.uint32), current_player=jnp.int32(0))
 
     # ----------------------------------------------------------------------------------------
     # Rules.
 
-    def _reset(self, key, params) -> ConnectFourState:
-        del key, params
+    def _reset(self, key, params: PositionLevel) -> ConnectFourState:
+        del key  # the level fixes the whole start state
+        boards = jnp.asarray(params.boards, jnp.uint32)
+        top_taken = _unpack(boards[0] | boards[1], self._top_cells)
         return ConnectFourState(
-            **self._initial_fields(jnp.ones((self.columns,), jnp.bool_)),
-            boards=jnp.zeros((2, self._num_words), jnp.uint32),
+            **self._initial_fields(top_taken == 0, jnp.asarray(params.current_player, jnp.int32)),
+            boards=boards,
         )
 
     def _step(self, state: ConnectFourState, action, key, params) -> ConnectFourState:
@@ -224,6 +262,45 @@ class ConnectFour(Env):
         other = jnp.where(is_mover, state.boards[1], state.boards[0])
         planes = _unpack(jnp.stack([own, other]), self._cell_positions)
         return jnp.moveaxis(planes, 0, -1).astype(jnp.float32)
+
+    # ----------------------------------------------------------------------------------------
+    # Declarations: positions as levels (`PositionLevelSpace`).
+
+    def can_move(self, state: ConnectFourState) -> jax.Array:
+        """bool[]: the game goes on (the player to move then always has a column)."""
+        return ~(state.terminated | state.truncated)
+
+    def is_valid_position(self, level: PositionLevel) -> jax.Array:
+        """bool[]: ``level`` is a position of legal play that is not over: discs only on cells,
+        no cell taken twice, every disc on the bottom row or on another disc, player 0 to move
+        with as many discs as player 1 or player 1 to move with one fewer, no four in a row, and
+        an empty cell left. (Such a position may still be one no order of legal moves reaches;
+        the level space only makes reachable ones.)"""
+        words = range(self._num_words)
+        mine = tuple(jnp.asarray(level.boards[0, w], jnp.uint32) for w in words)
+        theirs = tuple(jnp.asarray(level.boards[1, w], jnp.uint32) for w in words)
+        occupied = tuple(a | b for a, b in zip(mine, theirs))
+        grounds = _shift_up(occupied, 1)
+        checks = [((a & b) == 0) & ((o & ~f) == 0) & ((o & ~g & ~b0) == 0)
+                  for a, b, o, f, g, b0 in zip(mine, theirs, occupied, self._full, grounds, self._bottom)]
+        count = lambda board: sum(jax.lax.population_count(w).astype(jnp.int32) for w in board)  # noqa: E731
+        player = jnp.asarray(level.current_player, jnp.int32)
+        balanced = jnp.where(player == 0, count(mine) == count(theirs), count(theirs) == count(mine) + 1)
+        full = jnp.all(jnp.stack([o == f for o, f in zip(occupied, self._full)]))
+        return (jnp.all(jnp.stack(checks)) & ((player == 0) | (player == 1)) & balanced & ~full
+                & ~self._has_four(mine) & ~self._has_four(theirs))
+
+    def level_from_discs(self, discs, current_player: int) -> PositionLevel:
+        """The level of a board drawn as int[rows, columns] (-1 empty, else the owner; row 0 on
+        top) with ``current_player`` to move; host side, unchecked (see `is_valid_position`)."""
+        discs = np.asarray(discs)
+        height = self.rows + 1
+        bits = [0, 0]
+        for r, c in zip(*np.nonzero(discs >= 0)):
+            side = 0 if int(discs[r, c]) == int(current_player) else 1
+            bits[side] |= 1 << (int(c) * height + self.rows - 1 - int(r))
+        boards = np.stack([_words_of(b, self._num_words) for b in bits])
+        return PositionLevel(boards=jnp.asarray(boards), current_player=jnp.int32(current_player))
 
     # ----------------------------------------------------------------------------------------
     # Declarations: the minimax anchor's leaf heuristic.
@@ -297,3 +374,231 @@ class ConnectFour(Env):
             )
         parts.append("</svg>")
         return "".join(parts)
+
+
+# Board blue, empty holes white, player 0's discs red and player 1's yellow, as `render_svg`.
+_LEVEL_COLOURS = ((0.12, 0.31, 0.61), (1.0, 1.0, 1.0), (0.75, 0.22, 0.17), (0.95, 0.77, 0.06))
+
+
+# ------------------------------------------------------------------------------------------------
+# The level space of start positions, shared by the board games whose state keeps ``boards``
+# and ``current_player``.
+
+_SYMBOLS = {-1: ".", 0: "X", 1: "O"}
+_TO_MOVE = re.compile(r"^([XO])\s+to\s+move$")
+_SVG_SIZE = re.compile(r'<svg\b[^>]*?\bwidth="([\d.]+)"[^>]*?\bheight="([\d.]+)"')
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PositionLevelSpace:
+    """The start positions of a two-player board game, for curricula: sample, mutate, check,
+    hash, and the text, JSON, SVG and image forms of a level (a `PositionLevel`).
+
+    A fresh level is 1..``max_plies`` uniformly random legal plies from the standard start; a
+    mutation plays ``num_edits`` more from a level. A ply that would end the game, or leave the
+    player to move without a move, is not played (the position stays as it was), so every level
+    made here is reachable by legal play from the standard start and not over. Array methods are
+    pure and jittable and take one level (vmap at the call site).
+
+    Text form: one row per board row, top first, ``X`` for player 0's discs, ``O`` for player 1's
+    and ``.`` for an empty cell (spaces between cells are ignored), then a line ``X to move`` or
+    ``O to move``.
+
+    Attributes:
+      env: the game. ``env.reset(key, level)`` starts from a level and its states keep ``boards``
+        and ``current_player``; it declares ``default_params`` (the standard start),
+        ``can_move(state) -> bool[]`` (the game goes on and the player to move has a move other
+        than a pass), ``is_valid_position(level) -> bool[]``, and, host side,
+        ``level_from_discs(discs, current_player)`` and ``discs(state)``.
+      max_plies: the most random plies of a fresh level (1..64).
+      colours: RGB in 0..1 of the board, an empty cell, player 0's discs and player 1's discs
+        (`level_to_image`).
+    """
+
+    env: Any
+    max_plies: int = 8
+    colours: tuple = _LEVEL_COLOURS
+
+    def __post_init__(self) -> None:
+        check_option(self.env.id, "level_plies", self.max_plies, int, 1, 64)
+
+    # -- shapes ---------------------------------------------------------------------------------
+
+    def standard_level(self) -> PositionLevel:
+        """The standard start (the env's default level)."""
+        return self.env.default_params
+
+    def check_level(self, level: PositionLevel) -> None:
+        """Raises UserError when ``level`` is not one unbatched level of this game."""
+        if not isinstance(level, PositionLevel):
+            raise UserError(f"{self.env.id}: expected a PositionLevel, got {type(level).__name__}")
+        standard = self.standard_level()
+        for name in ("boards", "current_player"):
+            got, want = tuple(jnp.shape(getattr(level, name))), tuple(jnp.shape(getattr(standard, name)))
+            if got != want:
+                raise UserError(
+                    f"{self.env.id}: level.{name} has shape {got}, expected {want} (vmap over batches of levels)"
+                )
+
+    def level_of(self, state) -> PositionLevel:
+        """The level of a live, unbatched state: its position and the player to move."""
+        return PositionLevel(boards=state.boards, current_player=state.current_player)
+
+    # -- sampling and mutation ------------------------------------------------------------------
+
+    def _ply(self, key: jax.Array, state) -> tuple[Any, jax.Array]:
+        """One uniformly random legal ply from ``state``, and its action; where the ply would end
+        the game or leave the next player without a move, ``state`` itself and -1.
+
+        The env's own rules (``_step``) play it: the action is legal and the game goes on, so the
+        shared bookkeeping of ``step`` (illegal actions, finished games, the observation) has
+        nothing to do, and leaving it out keeps the program small."""
+        move_key, step_key = jax.random.split(key)
+        logits = jnp.where(state.legal_action_mask, 0.0, -jnp.inf)
+        action = jax.random.categorical(move_key, logits).astype(jnp.int32)
+        moved = self.env._step(state, action, step_key, self.standard_level())
+        keep = self.env.can_move(moved)
+        return tree_select(keep, moved, state), jnp.where(keep, action, -1)
+
+    def play_line(self, key: jax.Array, level: PositionLevel, num_plies, length: int):
+        """Up to ``num_plies`` random legal plies from ``level`` (see the class docstring).
+
+        Args:
+          key: consumed.
+          level: one level.
+          num_plies: int or int32[] (may be traced), at most ``length``.
+          length: static bound of the plies.
+
+        Returns:
+          ``(level, actions)``: the level reached, and int32[length] the action of each ply in
+          order, -1 where no ply was played (past ``num_plies``, or a ply that would end the game).
+        """
+        self.check_level(level)
+        reset_key, line_key = jax.random.split(key)
+        ply_keys = jax.random.split(line_key, length)
+
+        def body(i, carry):
+            state, actions = carry
+            moved, action = self._ply(ply_keys[i], state)
+            play = i < num_plies
+            return tree_select(play, moved, state), actions.at[i].set(jnp.where(play, action, -1))
+
+        init = (self.env._reset(reset_key, level), jnp.full((length,), -1, jnp.int32))
+        state, actions = jax.lax.fori_loop(0, length, body, init)
+        return self.level_of(state), actions
+
+    def sample_line(self, key: jax.Array) -> tuple[PositionLevel, jax.Array]:
+        """A fresh level and the actions that reach it from the standard start (int32[max_plies],
+        -1 where no ply was played). ``key`` is consumed."""
+        count_key, line_key = jax.random.split(key)
+        count = jax.random.randint(count_key, (), 1, self.max_plies + 1, dtype=jnp.int32)
+        return self.play_line(line_key, self.standard_level(), count, self.max_plies)
+
+    def sample(self, key: jax.Array) -> PositionLevel:
+        """A fresh level: 1..max_plies random legal plies from the standard start. Consumes key."""
+        return self.sample_line(key)[0]
+
+    def mutate(self, key: jax.Array, level: PositionLevel, num_edits) -> PositionLevel:
+        """``level`` moved on by ``num_edits`` random legal plies (an int, or a traced int32[]
+        capped at ``max_plies``); a ply that would end the game is skipped, so the parent stays
+        where every ply would. Equals ``play_line(key, level, num_edits, num_edits)[0]`` for an
+        int. Consumes key."""
+        length = num_edits if isinstance(num_edits, int) else self.max_plies
+        return self.play_line(key, level, num_edits, length)[0]
+
+    # -- measures -------------------------------------------------------------------------------
+
+    def is_valid(self, level: PositionLevel, require_solvable: bool = False) -> jax.Array:
+        """bool[]: ``level`` is a legal position of the game that is not over (the env's
+        ``is_valid_position``). ``require_solvable`` adds nothing: every game from a position ends."""
+        del require_solvable
+        self.check_level(level)
+        return self.env.is_valid_position(level)
+
+    def level_hash(self, level: PositionLevel) -> jax.Array:
+        """uint32[]: a hash of the position and the player to move, for de-duplication."""
+        self.check_level(level)
+        words = jnp.concatenate([
+            jnp.asarray(level.boards, jnp.uint32).reshape(-1),
+            jnp.asarray(level.current_player).astype(jnp.uint32).reshape(1),
+        ])
+        positions = jnp.arange(words.shape[0], dtype=jnp.uint32)
+        mixed = fmix32(words ^ fmix32(positions * jnp.uint32(0x9E3779B9) + jnp.uint32(0x7F4A7C15)))
+        return fmix32(jnp.sum(mixed, dtype=jnp.uint32) ^ jnp.uint32(words.shape[0]))
+
+    # -- text, JSON, SVG, image (host side) -----------------------------------------------------
+
+    def discs(self, level: PositionLevel) -> np.ndarray:
+        """int[rows, columns] of one level: -1 empty, else the owner; row 0 on top."""
+        self.check_level(level)
+        return self.env.discs(self.env.reset(jax.random.key(0), level))
+
+    def level_to_text(self, level: PositionLevel) -> str:
+        """The text form of one level (see the class docstring)."""
+        rows = ["".join(_SYMBOLS[int(v)] for v in row) for row in self.discs(level)]
+        return "\n".join(rows + [f"{_SYMBOLS[int(level.current_player)]} to move"])
+
+    def level_from_text(self, text: str) -> PositionLevel:
+        """Parses the text form; raises UserError for a malformed text or a position that is not
+        a legal, unfinished one (`is_valid`)."""
+        lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+        height, width = self.env.observation_shape[:2]
+        to_move = _TO_MOVE.match(lines[-1]) if lines else None
+        rows = [line.replace(" ", "") for line in lines[:-1]]
+        if to_move is None or len(rows) != height or any(len(r) != width or set(r) - set("XO.") for r in rows):
+            raise UserError(
+                f"{self.env.id}: a level text is {height} rows of {width} cells ('X' player 0, 'O' player 1, "
+                "'.' empty), then a line 'X to move' or 'O to move'"
+            )
+        discs = np.array([[{".": -1, "X": 0, "O": 1}[c] for c in row] for row in rows])
+        level = self.env.level_from_discs(discs, 0 if to_move.group(1) == "X" else 1)
+        if not bool(self.is_valid(level)):
+            raise UserError(
+                f"{self.env.id}: the level text is not a position of legal play that is still going on "
+                f"with {to_move.group(1)} to move"
+            )
+        return level
+
+    def level_to_json(self, level: PositionLevel) -> str:
+        """The JSON form of one level: its text rows and the player to move."""
+        *rows, to_move = self.level_to_text(level).split("\n")
+        return json.dumps({"env": self.env.id, "rows": rows, "to_move": to_move.split()[0]})
+
+    def level_from_json(self, data: str) -> PositionLevel:
+        """Parses `level_to_json`'s form."""
+        try:
+            obj = json.loads(data)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{self.env.id}: the level JSON does not parse ({err.msg} at char {err.pos})") from None
+        rows, to_move = (obj.get("rows"), obj.get("to_move")) if isinstance(obj, dict) else (None, None)
+        if not isinstance(rows, list) or not all(isinstance(r, str) for r in rows) or to_move not in ("X", "O"):
+            raise UserError(f"{self.env.id}: the level JSON must hold \"rows\" (strings) and \"to_move\" ('X' or 'O')")
+        return self.level_from_text("\n".join(rows + [f"{to_move} to move"]))
+
+    def level_to_svg(self, level: PositionLevel) -> str:
+        """An SVG picture of one level: the board (`render_svg` of its start state) with the
+        player to move written under it."""
+        board = self.env.render_svg(self.env.reset(jax.random.key(0), level))
+        size = _SVG_SIZE.search(board)
+        width, height = float(size.group(1)), float(size.group(2))
+        total = height + 22
+        to_move = f"{_SYMBOLS[int(level.current_player)]} (player {int(level.current_player)}) to move"
+        return (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:g}" height="{total:g}" '
+            f'viewBox="0 0 {width:g} {total:g}"><rect width="{width:g}" height="{total:g}" fill="white"/>'
+            f'{board}<text x="6" y="{height + 16:g}" font-family="sans-serif" font-size="13">{to_move}</text></svg>'
+        )
+
+    def level_to_image(self, level: PositionLevel, cell: int = 9) -> np.ndarray:
+        """float[rows * cell, columns * cell, 3]: the board as an RGB picture, each disc a circle
+        in its cell (`colours`), for figures."""
+        board, empty, *players = (np.asarray(c, np.float64) for c in self.colours)
+        grid = self.discs(level)
+        yy, xx = np.mgrid[0:cell, 0:cell]
+        centre = (cell - 1) / 2
+        disc = (yy - centre) ** 2 + (xx - centre) ** 2 <= (0.42 * cell) ** 2
+        image = np.tile(board, (grid.shape[0] * cell, grid.shape[1] * cell, 1))
+        for (r, c), owner in np.ndenumerate(grid):
+            patch = image[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell]
+            patch[disc] = empty if owner < 0 else players[int(owner)]
+        return image

@@ -15,10 +15,15 @@ found for all eight directions with shifts (the "dumb7fill" of chess and Othello
 branch-free. The state keeps the mover's discs and the opponent's discs and swaps them after
 every action, so the mover's view needs no select.
 
-What the env declares: the 8 symmetries of the square board, and for the minimax anchor a leaf
+What the env declares: the 8 symmetries of the square board, for the minimax anchor a leaf
 heuristic (`Othello.heuristic`: positional weights and mobility), a move ordering
 (`Othello.move_priority`: the positional weight of each square) and a default width of
-``minimax_width = 12`` children per node.
+``minimax_width = 12`` children per node, and a level space of start positions for curricula.
+
+Levels. The env's ``params`` is a `PositionLevel` (a position and the side to move) that ``reset``
+starts from, the standard start by default; ``env.level_space`` is connect four's
+`PositionLevelSpace`: fresh levels are a few random legal plies from the standard start, mutations
+a few more, never a position whose player to move has only the pass.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import numpy as np
 from flax import struct
 
 from superlearner.core.env import Env, State, dihedral_symmetries
+from superlearner.envs.connect_four import PositionLevel, PositionLevelSpace
 from superlearner.errors import UserError
 
 _PASS = 64
@@ -207,6 +213,9 @@ def _corner_neighbours() -> np.ndarray:
 
 _CORNER_NEIGHBOURS = _corner_neighbours()
 
+# Figures of levels: a green board without holes, black and white discs, as `render_svg`.
+_LEVEL_COLOURS = ((0.18, 0.55, 0.34), (0.18, 0.55, 0.34), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
 
 class Othello(Env):
     """Othello: outflank the opponent's discs to flip them; most discs wins."""
@@ -219,22 +228,30 @@ class Othello(Env):
     # 20): searching the 12 best-placed squares per node keeps depth 3 at 12**3 leaves, not 65**3.
     minimax_width = 12
 
-    def __init__(self) -> None:
+    def __init__(self, level_plies: int = 8) -> None:
+        """Static option ``level_plies``: the most random plies of a fresh curriculum level
+        (`PositionLevelSpace.max_plies`)."""
         self.num_players = 2
         self.num_actions = 65
         self.observation_shape = (8, 8, 2)
         # The rules are the same under the 8 rotations and reflections of the board.
         self.symmetries = dihedral_symmetries(8, self.num_actions)
+        self.level_space = PositionLevelSpace(self, max_plies=level_plies, colours=_LEVEL_COLOURS)
+
+    @property
+    def default_params(self) -> PositionLevel:
+        """The standard start: d4 and e5 white, d5 and e4 black, black (player 0) to move."""
+        return PositionLevel(boards=jnp.asarray(_initial_boards()), current_player=jnp.int32(0))
 
     # ----------------------------------------------------------------------------------------
     # Rules.
 
-    def _reset(self, key, params) -> OthelloState:
-        del key, params
-        boards = jnp.asarray(_initial_boards())
+    def _reset(self, key, params: PositionLevel) -> OthelloState:
+        del key  # the level fixes the whole start state
+        boards = jnp.asarray(params.boards, jnp.uint32)
         moves = legal_moves((boards[0, 0], boards[0, 1]), (boards[1, 0], boards[1, 1]))
         return OthelloState(
-            **self._initial_fields(self._mask(moves)),
+            **self._initial_fields(self._mask(moves), jnp.asarray(params.current_player, jnp.int32)),
             boards=boards,
             passed=jnp.bool_(False),
         )
@@ -280,6 +297,36 @@ class Othello(Env):
         own = jnp.where(is_mover, state.boards[0], state.boards[1])
         other = jnp.where(is_mover, state.boards[1], state.boards[0])
         return jnp.stack([_unpack(own), _unpack(other)], axis=-1).astype(jnp.float32)
+
+    # ----------------------------------------------------------------------------------------
+    # Declarations: positions as levels (`PositionLevelSpace`).
+
+    def can_move(self, state: OthelloState) -> jax.Array:
+        """bool[]: the game goes on and the player to move has a move other than the pass."""
+        return ~(state.terminated | state.truncated) & jnp.any(state.legal_action_mask[:_PASS])
+
+    def is_valid_position(self, level: PositionLevel) -> jax.Array:
+        """bool[]: ``level`` could come from legal play and is not over: no square taken twice,
+        the four centre squares taken (no disc ever leaves the board), and a move other than the
+        pass for the player to move. (Such a position may still be one no legal game reaches;
+        the level space only makes reachable ones.)"""
+        boards = jnp.asarray(level.boards, jnp.uint32)
+        mine, theirs = (boards[0, 0], boards[0, 1]), (boards[1, 0], boards[1, 1])
+        centre = _words([27, 28, 35, 36])
+        taken = _or(mine, theirs)
+        disjoint = ((mine[0] & theirs[0]) | (mine[1] & theirs[1])) == 0
+        centre_taken = ((taken[0] & centre[0]) == centre[0]) & ((taken[1] & centre[1]) == centre[1])
+        moves = legal_moves(mine, theirs)
+        player = jnp.asarray(level.current_player, jnp.int32)
+        return disjoint & centre_taken & ((moves[0] | moves[1]) != 0) & ((player == 0) | (player == 1))
+
+    def level_from_discs(self, discs, current_player: int) -> PositionLevel:
+        """The level of a board drawn as int[8, 8] (-1 empty, 0 black, 1 white; index 0 the top
+        row) with ``current_player`` to move; host side, unchecked (see `is_valid_position`)."""
+        squares = np.asarray(discs).reshape(64)
+        own = _words(np.flatnonzero(squares == current_player))
+        other = _words(np.flatnonzero(squares == 1 - current_player))
+        return PositionLevel(boards=jnp.asarray(np.array([own, other], np.uint32)), current_player=jnp.int32(current_player))
 
     # ----------------------------------------------------------------------------------------
     # Declarations: the minimax anchor's leaf heuristic and move ordering.

@@ -12,6 +12,7 @@ Families:
   curriculum  maze curricula (DR, PLR, ACCEL, SFL) throughput and their overhead over DR.
   meta        wall-time overhead of population based training over independent members.
   alphazero   AlphaZero self-play iteration time at pgx's AlphaZero example settings.
+  loop        the whole loop's overhead on AlphaZero: league, curriculum, rating and bandit against plain.
   memory      device memory (state, temporaries, peak) of every preset's compiled train chunk.
   precision   bfloat16 against float32 network compute: speed and learning.
   scaling     env steps per second against number of envs, population size and number of devices
@@ -1053,6 +1054,63 @@ def bench_scaling(args: argparse.Namespace) -> Report:
 # ---------------------------------------------------------------------------------------------
 # The families. Adding one: write bench_<name>(args) -> Report above and add its line here.
 
+# ---------------------------------------------------------------------------------------------
+# loop: the whole loop's pillars on AlphaZero, each against plain AlphaZero in the same run.
+
+LOOP_VARIANTS = {
+    "plain": {"league.kind": "none", "curriculum.kind": "none", "meta.kind": "none", "meta.progress": "return",
+              "rating.kind": "none"},
+    "league": {"curriculum.kind": "none", "meta.kind": "none", "meta.progress": "return", "rating.kind": "none"},
+    "curriculum": {"league.kind": "none", "meta.kind": "none", "meta.progress": "return", "rating.kind": "none"},
+    "rating + bandit": {"league.kind": "none", "curriculum.kind": "none"},
+    "all": {},
+}
+
+
+def bench_loop(args: argparse.Namespace) -> Report:
+    """Seconds per iteration of `connect_four_superlearner` with each pillar alone and all together,
+    against plain AlphaZero: one compiled chunk each, timed in alternation, medians."""
+    from superlearner.engine import initial_state, make_engine
+
+    chunks = {}
+    for name, overrides in LOOP_VARIANTS.items():
+        if args.variants and name not in args.variants and name != "plain":
+            continue
+        extra = dict(item.split("=", 1) for item in args.set or ())
+        config = _preset_config(args.preset, {**extra, **overrides, "arena.every_chunks": 0})
+        engine = make_engine(config)
+        compiled = jax.jit(engine.train_chunk, static_argnums=1).lower(
+            initial_state(engine, 0), args.iterations).compile()
+        state = initial_state(engine, 0)
+        for _ in range(args.warmup_chunks):  # the replay buffer, league and level buffer as in a run
+            state, _ = jax.block_until_ready(compiled(state))
+        chunks[name] = [compiled, state]
+    times: dict[str, list[float]] = {name: [] for name in chunks}
+    for _ in range(args.repeats):
+        for name, (compiled, state) in chunks.items():
+            start = time.perf_counter()
+            state, _ = jax.block_until_ready(compiled(state))
+            times[name].append((time.perf_counter() - start) / args.iterations)
+            chunks[name][1] = state
+    plain = float(np.median(times["plain"]))
+    rows = []
+    for name, values in times.items():
+        median = float(np.median(values))
+        rows.append([name, f"{median:.3f}", f"{min(values):.3f}", f"{100 * (median / plain - 1):+.1f}%"])
+    overhead = 100 * (float(np.median(times["all"])) / plain - 1) if "all" in times else math.nan
+    notes = [
+        f"`{args.preset}` with pillars switched off (the same learner, search, network and batch shape; the "
+        f"host arena off), one compiled chunk of {args.iterations} iterations per variant after "
+        f"{args.warmup_chunks} warm-up chunks, {args.repeats} timed chunks each in alternation; medians.",
+        "A timed chunk holds one rating round (its games against the anchors and the previous round) when its "
+        "length is the preset's rating.every_iterations; the bandit's pulls cost nothing measurable beside it.",
+        f"Overhead of league, curriculum, rating and controller together over plain AlphaZero: {overhead:+.1f}% "
+        "(target: under 15%).",
+    ]
+    table = Table("Seconds per iteration", ["variant", "median s", "best s", "over plain"], rows)
+    return Report("loop: the whole loop's overhead on AlphaZero", notes, [table])
+
+
 FAMILIES: dict[str, Family] = {
     "envs": Family(
         bench_envs,
@@ -1115,6 +1173,18 @@ FAMILIES: dict[str, Family] = {
         bench_meta,
         "wall-time overhead of PBT over a population of independent members",
         (arg("--total-env-steps", type=positive_int, default=200_000, help="env steps per member (default 2e5)"),),
+    ),
+    "loop": Family(
+        bench_loop,
+        "the whole loop's pillars on AlphaZero (league, curriculum, rating and bandit): overhead over plain AlphaZero",
+        (
+            arg("--preset", default="connect_four_superlearner", help="the whole-loop preset (default connect_four_superlearner)"),
+            arg("--iterations", type=positive_int, default=20, help="iterations per timed chunk (default 20: one rating round of the preset)"),
+            arg("--warmup-chunks", type=positive_int, default=3, help="chunks run before timing (default 3)"),
+            arg("--variants", nargs="+", default=None, choices=list(LOOP_VARIANTS),
+                help="variants to time beside plain (default: all of them)"),
+            arg("--set", nargs="+", default=None, metavar="KEY=VALUE", help="overrides of the preset, for every variant"),
+        ),
     ),
     "alphazero": Family(
         bench_alphazero,

@@ -95,13 +95,29 @@ class ArenaConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class CurriculumConfig:
-    """Autonomous curriculum over the env's levels (envs with a level space, e.g. maze)."""
+class RatingConfig:
+    """The run's measured progress: an online Bradley-Terry rating of every member, played inside
+    the train chunk (two-player games; `superlearner.selfplay.online_rating`)."""
 
-    kind: Literal["none", "dr", "plr", "accel", "sfl", "lp"] = field("none", "none (the env's default level), dr, plr (robust), accel, sfl, or lp (a learning-progress teacher over one parameter of the env's params)")
+    kind: Literal["none", "bradley_terry"] = field("none", "none, or bradley_terry: every every_iterations iterations each member (greedy, raw policy) plays rating.anchors and its previous round; the Bradley-Terry fit over the anchors and the last rating.history rounds is its rating, in Elo with random (the first anchor) at 0")
+    anchors: tuple = field((), "anchor specs the rating plays, the first one the scale's zero (empty: arena.anchors)")
+    every_iterations: int = field(10, "iterations between rating rounds", low=1)
+    games: int = field(32, "games per opponent and round, half in each seat", low=2)
+    opening_moves: int = field(2, "uniformly random plies at the start of each rating game (varied openings)", low=0)
+    history: int = field(32, "rounds kept in the fit (older rounds leave it)", low=2)
+    prior_sd: float = field(2000.0, "standard deviation in Elo of the fit's Gaussian prior on each rating (it keeps perfect records finite; a narrow one pulls a strong learner's rating toward 0)", low=1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class CurriculumConfig:
+    """Autonomous curriculum over the env's levels (envs with a level space: maze's mazes, the start
+    positions of connect four and othello)."""
+
+    kind: Literal["none", "dr", "plr", "accel", "sfl", "lp"] = field("none", "none (the env's default level), dr, plr (robust), accel, sfl, or lp (a learning-progress teacher over one parameter of the env's params); in a two-player game the levels are start positions, drawn game by game")
     capacity: int = field(4000, "levels the replay buffer holds", low=1)
     prioritization: Literal["rank", "proportional"] = field("rank", "how scores become replay probabilities")
-    score: Literal["pvl", "maxmc", "learnability"] = field("pvl", "PLR/ACCEL level score: positive value loss, MaxMC, or learnability p(1-p) of the success rate estimated as SFL does (SFL always uses learnability)")
+    score: Literal["pvl", "maxmc", "learnability"] = field("pvl", "PLR/ACCEL level score: positive value loss (two-player games: the search's value error over the game), MaxMC (one-player envs), or learnability p(1-p) of the success rate (two-player games: of the start side's score) estimated as SFL does (SFL always uses learnability)")
+    standard_start_rate: float = field(0.5, "two-player games: probability that a game starts from the standard start instead of a level the curriculum draws (evaluation always starts from the standard start)", low=0.0, high=1.0)
     num_edits: int = field(5, "ACCEL: edits per mutation", low=1)
     min_fill_ratio: float = field(0.5, "replay only once the buffer is this full", low=0.0, high=1.0)
     require_solvable: bool = field(True, "only solvable levels enter the buffer (and mutants are redrawn)")
@@ -160,7 +176,7 @@ class MetaConfig:
     perturb_factor: float = field(1.25, "explore multiplies (or divides) a copied value by this", low=1.0, high=10.0)
     resample_probability: float = field(0.0, "probability that explore resamples a value instead", low=0.0, high=1.0)
     progress_window: int = field(5, "iterations of recent return averaged into the fitness", low=1)
-    progress: Literal["return", "anchors"] = field("return", "PBT fitness and bandit reward: return (recent mean training return) or anchors (self-play: mean score in games against arena.anchors, played inside the train chunk when a step is due)")
+    progress: Literal["return", "anchors", "rating"] = field("return", "PBT fitness and bandit reward: return (recent mean training return), anchors (self-play: mean score in games against arena.anchors, played inside the train chunk when a step is due) or rating (self-play: the online rating of the rating section; the bandit's reward is its change between pulls)")
     progress_games: int = field(64, "progress=anchors: games per anchor and member at each measurement, half in each seat", low=2)
     arms: dict = field(dict, "bandit: {field: [value per arm]}, a PPO hyperparameter or update_rule: [ppo_clip, dpo, learned] (needs learner.update_rule=switch)")
     bandit_window: int = field(20, "bandit: rewards (progress changes between pulls) each member remembers", low=1)
@@ -212,6 +228,7 @@ class ExperimentConfig:
     league: LeagueConfig = field(LeagueConfig, "self-play league (two-player games)")
     arena: ArenaConfig = field(ArenaConfig, "anchors measured during training (two-player games)")
     curriculum: CurriculumConfig = field(CurriculumConfig, "autonomous curriculum over levels")
+    rating: RatingConfig = field(RatingConfig, "online rating of the members: the run's measured progress (two-player games)")
     meta: MetaConfig = field(MetaConfig, "meta-learner (hyperparameter adaptation)")
     train: TrainConfig = field(TrainConfig, "run length, population, checkpoints")
     log: LogConfig = field(LogConfig, "logging")
@@ -521,6 +538,7 @@ def validate_semantics(config: ExperimentConfig, source: str = "config") -> None
             raise ConfigError(f"{source}: meta.progress=anchors is the fitness of meta.kind pbt or bandit, got meta.kind={meta.kind}")
         if not config.arena.anchors:
             raise ConfigError(f"{source}: meta.progress=anchors plays arena.anchors, which is empty; name at least one (e.g. [random, minimax:2])")
+    _validate_rating(config, source)
     league = config.league
     if league.opponent_groups and config.learner.num_envs % league.opponent_groups:
         raise ConfigError(
@@ -533,3 +551,22 @@ def validate_semantics(config: ExperimentConfig, source: str = "config") -> None
             f"set league.payoff_games to 2 or more (e.g. 64), got {league.payoff_games}"
         )
 
+
+def _validate_rating(config: ExperimentConfig, source: str) -> None:
+    """The rating section's cross-field rules, and meta.progress=rating's."""
+    rating, meta = config.rating, config.meta
+    if rating.kind != "none" and not (rating.anchors or config.arena.anchors):
+        raise ConfigError(f"{source}: rating.kind={rating.kind} plays rating.anchors (or arena.anchors), both empty; "
+                          "name at least one, the scale's zero first (e.g. [random, minimax:2])")
+    if meta.progress != "rating":
+        return
+    if rating.kind == "none":
+        raise ConfigError(f"{source}: meta.progress=rating reads the online rating, but rating.kind is none; "
+                          "set rating.kind=bradley_terry")
+    if meta.kind not in ("pbt", "bandit"):
+        raise ConfigError(f"{source}: meta.progress=rating is the fitness of meta.kind pbt or bandit, got meta.kind={meta.kind}")
+    if meta.interval % rating.every_iterations:
+        raise ConfigError(
+            f"{source}: meta.interval={meta.interval} must be a multiple of rating.every_iterations="
+            f"{rating.every_iterations}, so every meta step reads a rating measured since the last one"
+        )

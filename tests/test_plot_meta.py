@@ -73,7 +73,7 @@ def test_plot_run_adds_the_drift_surface_for_rules_with_a_drift(tmp_path, rule):
     (run / "config.yaml").write_text(yaml.safe_dump({"learner": learner, "meta": {"kind": "none"}}))
     with open(run / "metrics.jsonl", "w") as handle:
         for i in range(5):
-            handle.write(json.dumps({"env_steps": 512 * (i + 1), "steps_per_second": 1e4,
+            handle.write(json.dumps({"iteration": i + 1, "env_steps": 512 * (i + 1), "steps_per_second": 1e4,
                                      "metrics": {"episode_return": [10.0 * i]},
                                      "hparams": {"clip_eps": [0.2], "learning_rate": [2.5e-4]}}) + "\n")
     written = plot_run(run)

@@ -1,6 +1,8 @@
 """Held-out and sampled levels of levelled envs: solve rates on the env's named levels, and the
 conditional value at risk (CVaR) over sampled levels, re-measured so the selection of the worst
-levels does not bias it (``superlearner eval --levels``).
+levels does not bias it (``superlearner eval --levels``); and pictures of levels, one SVG for a
+batch of levels or for a curriculum run's galleries, drawn by the env's level space (a maze, or
+a game's start position as a board).
 """
 
 from __future__ import annotations
@@ -125,3 +127,42 @@ def evaluate_sampled_levels(env, act_fn, key: jax.Array, levels: Any, fractions=
 
 def has_levels(env) -> bool:
     return getattr(env, "level_space", None) is not None
+
+
+def levels_svg(env, levels: Any, captions: list[str] | None = None, columns: int = 4, title: str = "") -> str:
+    """One SVG picture of a batch of levels (leading axis), each drawn by ``env.level_space``'s
+    ``level_to_svg`` and captioned (by default with its index)."""
+    from superlearner.cli.svg import grid_svg
+
+    space = env.level_space
+    num = int(jax.tree.leaves(levels)[0].shape[0])
+    pictures = [space.level_to_svg(jax.tree.map(lambda x: np.asarray(x[i]), levels)) for i in range(num)]
+    captions = [str(i) for i in range(num)] if captions is None else captions
+    return grid_svg(pictures, captions, max(1, min(columns, num)), title)
+
+
+def gallery_svg(env, galleries: list[dict], max_rows: int = 6, title: str = "buffer levels") -> str:
+    """A curriculum run's level galleries (`superlearner.curriculum.probe.read_galleries`) as one
+    SVG: a row per measurement (up to ``max_rows``, evenly spread over the run), its
+    highest-scored levels left to right, each drawn from its text form by ``env.level_space``
+    and captioned with the iteration and its score."""
+    from superlearner.cli.svg import grid_svg
+
+    galleries = [g for g in galleries if g["levels"]]
+    if not galleries:
+        raise UserError("the run has no level gallery yet (set curriculum.probe_every_chunks and curriculum.probe_gallery)")
+    space = env.level_space
+    chosen = np.unique(np.linspace(0, len(galleries) - 1, min(max_rows, len(galleries))).round().astype(int))
+    rows = [galleries[int(i)] for i in chosen]
+    columns = max(len(g["levels"]) for g in rows)
+    pictures, captions = [], []
+    for gallery in rows:
+        for c in range(columns):
+            if c < len(gallery["levels"]):
+                level = gallery["levels"][c]
+                pictures.append(space.level_to_svg(space.level_from_text(level["text"])))
+                captions.append(f"it {gallery['iteration']}: {level['score']:.3f}")
+            else:
+                pictures.append('<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"></svg>')
+                captions.append("")
+    return grid_svg(pictures, captions, columns, title)

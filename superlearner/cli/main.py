@@ -30,8 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_scale_out_flags(train)
 
-    resume = sub.add_parser("resume", help="continue a run from its latest checkpoint")
+    resume = sub.add_parser("resume", help="continue a run from its newest intact checkpoint")
     resume.add_argument("run_dir")
+    resume.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a setting that leaves the compiled shapes and the state as they are, e.g. "
+                        "--set train.total_env_steps=1000000 to extend the run (recorded in its config.yaml)")
+    resume.add_argument("--allow-schedule-change", action="store_true",
+                        help="with --set train.total_env_steps: extend (or shorten) a run whose step size decays over its "
+                        "budget, although the schedule then jumps")
     resume.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_scale_out_flags(resume)
 
@@ -164,7 +170,10 @@ def _cmd_resume(args) -> int:
 
     mesh = parse_mesh(args.mesh) if args.mesh else None
     _join_job(args)
-    result = _run_job(lambda: resume(args.run_dir, mesh=mesh, show_progress=not args.no_progress))
+    result = _run_job(lambda: resume(
+        args.run_dir, mesh=mesh, overrides=args.set, allow_schedule_change=args.allow_schedule_change,
+        show_progress=not args.no_progress,
+    ))
     return _finish(result, read_run_config(Path(args.run_dir)))
 
 
@@ -177,7 +186,7 @@ def _finish(result, config) -> int:
         state = "finished"
     elif result.time_limited:
         state = (f"stopped at its time limit (train.time_limit_minutes={config.train.time_limit_minutes:g}; to go on, "
-                 f"raise it in {Path(result.run_dir) / 'config.yaml'} and `superlearner resume {result.run_dir}`)")
+                 f"`superlearner resume {result.run_dir} --set train.time_limit_minutes=MINUTES`)")
     else:
         state = "stopped; resume with `superlearner resume " + str(result.run_dir) + "`"
     if main:

@@ -1,8 +1,10 @@
-"""Animated SVGs of a game or an episode (``superlearner eval --svg`` and ``play``).
+"""Animated SVGs of a game or an episode (``superlearner eval --svg`` and ``play``), and grids of
+pictures (galleries of levels).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,35 @@ def animated_svg(
     for k, line in enumerate(footer_lines):
         parts.append(
             f'<text x="6" y="{frame_h + 38 + 16 * k:g}" font-family="monospace" font-size="12">{escape(line)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def grid_svg(pictures: list[str], captions: list[str], columns: int, title: str = "") -> str:
+    """One SVG of ``pictures`` (SVG documents) in a grid ``columns`` wide, left to right and then
+    down, ``captions[i]`` under picture i and ``title`` above all (a gallery of levels)."""
+    if not pictures:
+        raise ValueError("grid_svg needs at least one picture")
+    sizes = [_SIZE.search(picture) for picture in pictures]
+    cell_w = max(float(m.group(1)) if m else 300.0 for m in sizes)
+    cell_h = max(float(m.group(2)) if m else 300.0 for m in sizes) + 20
+    gap, top = 10.0, 26.0 if title else 0.0
+    rows = math.ceil(len(pictures) / columns)
+    width = columns * cell_w + (columns + 1) * gap
+    height = top + rows * cell_h + (rows + 1) * gap
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:g}" height="{height:g}" viewBox="0 0 {width:g} {height:g}">',
+        f'<rect width="{width:g}" height="{height:g}" fill="white"/>',
+    ]
+    if title:
+        parts.append(f'<text x="{gap:g}" y="18" font-family="sans-serif" font-size="14">{escape(title)}</text>')
+    for i, (picture, caption) in enumerate(zip(pictures, captions)):
+        x = gap + (i % columns) * (cell_w + gap)
+        y = top + gap + (i // columns) * (cell_h + gap)
+        parts.append(
+            f'<g transform="translate({x:g},{y:g})">{picture}<text x="2" y="{cell_h - 6:g}" '
+            f'font-family="sans-serif" font-size="12">{escape(caption)}</text></g>'
         )
     parts.append("</svg>")
     return "".join(parts)

@@ -162,7 +162,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def train_state_shardings(state: Any, mesh: Mesh, population_size: int, num_envs: int) -> Any:
     """A NamedSharding for every leaf of a TrainState (arrays or `jax.ShapeDtypeStruct`s).
 
-    * learner, hparams, rng, league, curriculum: ``[P, ...]`` split over ``pop``;
+    * learner, hparams, rng, league, curriculum, rating: ``[P, ...]`` split over ``pop``;
     * env_state, env_params, episode_stats, policy_carry: ``[P, N, ...]`` split over ``pop`` and ``data``
       (leaves without an env axis, e.g. self-play statistics ``[P]``, over ``pop`` only);
     * iteration and the meta-controller's state (it compares members): replicated.
@@ -195,6 +195,7 @@ def train_state_shardings(state: Any, mesh: Mesh, population_size: int, num_envs
         league=jax.tree.map(member, state.league),
         curriculum=jax.tree.map(member, state.curriculum),
         meta=jax.tree.map(whole, state.meta),
+        rating=jax.tree.map(member, state.rating),
     )
 
 

@@ -33,6 +33,9 @@ One curriculum step of the engine, for one population member with ``B`` envs::
 
 A score that is not finite (a level on which no episode finished) means "no measurement": the
 level is not inserted and a buffer entry keeps its old score.
+
+In a two-player game the levels are start positions and a game is never cut to change its level:
+`superlearner.curriculum.positions` draws each game's start from the same sampler, game by game.
 """
 
 from __future__ import annotations

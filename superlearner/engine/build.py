@@ -1,7 +1,8 @@
 """Building a run: the config's learner, curriculum, league and meta-controller, one iteration.
 
 `make_engine(config)` resolves every ``kind`` of the config through its registry
-(`superlearner.learners.base.learner_def`, `CURRICULUM_STAGES`, `LEAGUE_STAGES`, `CONTROLLERS`)
+(`superlearner.learners.base.learner_def`, `CURRICULUM_STAGES`, `LEAGUE_STAGES`, `RATING_STAGES`,
+`CONTROLLERS`)
 and returns the run's pure ``init(seed)`` and ``train_chunk``. One iteration of one member reads
 top to bottom, whatever the learner::
 
@@ -11,7 +12,9 @@ top to bottom, whatever the learner::
     member, ...             = curriculum.observe(member, outcome, sampled)
     member, ...             = league.step(member, iteration, key)     # snapshots
 
-then the meta stage runs across the population (`superlearner.engine.meta_stage.meta_step`).
+then, across the population, the rating stage measures the members when a round is due
+(`superlearner.engine.rating_stage`) and the meta stage runs
+(`superlearner.engine.meta_stage.meta_step`), reading that rating where ``meta.progress: rating``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from superlearner.engine.meta_stage import (
     meta_step,
     spread_hparams,
 )
+from superlearner.engine.rating_stage import RatingStage, make_rating_stage
 from superlearner.engine.state import TrainState
 from superlearner.core.env import Env
 from superlearner.errors import ConfigError
@@ -91,6 +95,7 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
     learner = definition.make(config, env)
     curriculum = make_curriculum_stage(config, env, learner)
     league = make_league_stage(config, env, learner, definition)
+    rating = make_rating_stage(config, env, learner)
     controller = make_meta_controller(config, env, learner)
     anchor_progress = None
     if config.meta.progress == "anchors":
@@ -99,13 +104,15 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
         anchor_progress = make_anchor_progress(
             env, learner.policy, config.arena.anchors, config.meta.progress_games, config.arena.opening_moves
         )
-    init = _make_init(config, env, learner, definition, curriculum, league, controller)
+    init = _make_init(config, env, learner, definition, curriculum, league, rating, controller)
     meta = controller_def(config)
     member_iteration = _make_member_iteration(learner, curriculum, league, with_batch=bool(meta and meta.progress_is_batch))
     population_iteration = map_population(member_iteration, config.train.population_size, num_shared=1)
 
     def iteration(state: TrainState) -> tuple[TrainState, dict]:
         members, metrics, batch = population_iteration(state.members(), state.iteration)
+        members, rating_metrics = rating.step(members, state.iteration + 1)
+        metrics.update(rating_metrics)
         new_state = state.with_members(members).replace(iteration=state.iteration + 1)
         if controller is not None:
             meta_input = MetaInput(metrics["episode_return"], learner_before=state.learner, batch=batch)
@@ -122,7 +129,7 @@ def make_engine(config: ExperimentConfig, env: Env | None = None) -> Engine:
 
 
 def _make_init(config, env, learner: Learner, definition: LearnerDef, curriculum: CurriculumStage,
-               league: LeagueStage, controller) -> Callable:
+               league: LeagueStage, rating: RatingStage, controller) -> Callable:
     size, num_envs = config.train.population_size, config.learner.num_envs
 
     def init(seed) -> TrainState:
@@ -139,6 +146,7 @@ def _make_init(config, env, learner: Learner, definition: LearnerDef, curriculum
         )
         members = jax.vmap(curriculum.init)(members, jax.random.split(jax.random.fold_in(key, 3), size))
         members = jax.vmap(league.init)(members)
+        members = jax.vmap(rating.init)(members)
         if config.meta.init_low:
             hparams, curriculum_hparams = spread_hparams(
                 config, members.hparams, jax.random.fold_in(key, 2), members.curriculum.get("hparams")

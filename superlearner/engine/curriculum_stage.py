@@ -7,7 +7,10 @@
 * ``dr``, ``plr``, ``accel``, ``sfl``: a level sampler (`superlearner.curriculum.levels`) picks each
   iteration's levels from its buffer or fresh draws; every env restarts on its level (the
   learner's ``start``) and the levels are scored from the collection's `Outcome`. Robust PLR and
-  ACCEL train only on some steps (``gates_update``).
+  ACCEL train only on some steps (``gates_update``). In a two-player game the levels are start
+  positions and no game is cut: a game slot's next game starts, when its game ends, from a level
+  drawn for it or from the standard start (`superlearner.curriculum.positions`), and the
+  finished game scores the level it started from.
 * ``lp``: a learning-progress teacher over one field of the env's params draws the level of
   every episode that starts during a collection.
 
@@ -109,12 +112,68 @@ def _teacher_stage(config: ExperimentConfig, env: Env, learner: Learner) -> Curr
     return CurriculumStage(init=init, levels=levels, observe=observe, teacher=teacher)
 
 
+def _game_stage(config: ExperimentConfig, env: Env, learner: Learner) -> CurriculumStage:
+    """Two-player games: start positions drawn game by game (`superlearner.curriculum.positions`)."""
+    from superlearner.curriculum import positions
+
+    cc = config.curriculum
+    if not learner.game_starts:
+        raise ConfigError(
+            f"curriculum.kind={cc.kind} on the two-player game {env.id!r} starts each game from a level when the "
+            f"last one ends, which learner.kind={learner.kind} does not do (its collection declares no game_starts); "
+            "accepted: a learner that does, e.g. alphazero, or curriculum.kind none"
+        )
+    if cc.score == "maxmc":
+        raise ConfigError(
+            f"curriculum.score=maxmc needs a best return per level, which a two-player game does not have; "
+            "accepted: pvl (the search's value error) or learnability"
+        )
+    sampler = make_sampler(config, env)
+    space = env.level_space
+    num_envs, num_steps = config.learner.num_envs, config.learner.num_steps
+    score = "learnability" if sampler.kind == "sfl" or cc.score == "learnability" else "value_error"
+
+    def draw(curriculum, buffer, key, shape):
+        return positions.draw_starts(sampler, space, buffer, curriculum["hparams"], curriculum["standard_start_rate"],
+                                     key, shape, cc.num_edits)
+
+    def init(member: MemberState, key) -> MemberState:
+        curriculum = {"buffer": sampler.init(space.standard_level()), "hparams": curriculum_hparams(config),
+                      "standard_start_rate": jnp.float32(cc.standard_start_rate)}
+        first = jax.tree.map(lambda x: x[0], draw(curriculum, None, key, (1, num_envs)))  # nothing to replay yet
+        curriculum["games"] = positions.new_games(first.sources)
+        return member.replace(env_params=first.levels, curriculum=curriculum)
+
+    def levels(member: MemberState, level_key, reset_key):
+        # Games in progress go on; where one ends at step t, the next starts from draws.levels[t].
+        del reset_key
+        draws = draw(member.curriculum, member.curriculum["buffer"], level_key, (num_steps, num_envs))
+        return member, CollectContext(reset_params=draws.levels), (draws, member.env_params)
+
+    def observe(member: MemberState, outcome: Outcome, sampled):
+        draws, started = sampled
+        curriculum = member.curriculum
+        games, env_params, finished = positions.follow_games(curriculum["games"], started, draws, outcome)
+        buffer = positions.mark_replays(curriculum["buffer"], draws, outcome.done)
+        buffer, metrics = positions.record_games(sampler, buffer, finished, score, cc.sfl_prior, cc.sfl_memory)
+        return member.replace(env_params=env_params, curriculum=dict(curriculum, buffer=buffer, games=games)), metrics
+
+    return CurriculumStage(init=init, levels=levels, observe=observe, sampler=sampler)
+
+
+def _level_stage(config: ExperimentConfig, env: Env, learner: Learner) -> CurriculumStage:
+    """A level sampler's stage: iteration by iteration, or game by game in a two-player game."""
+    if env.num_players == 2:
+        return _game_stage(config, env, learner)
+    return _sampler_stage(config, env, learner)
+
+
 CURRICULUM_STAGES: dict[str, Callable[[ExperimentConfig, Env, Learner], CurriculumStage]] = {
     "none": _no_curriculum,
-    "dr": _sampler_stage,
-    "plr": _sampler_stage,
-    "accel": _sampler_stage,
-    "sfl": _sampler_stage,
+    "dr": _level_stage,
+    "plr": _level_stage,
+    "accel": _level_stage,
+    "sfl": _level_stage,
     "lp": _teacher_stage,
 }
 """The curriculum stage of every ``curriculum.kind``."""
@@ -137,10 +196,12 @@ def make_sampler(config: ExperimentConfig, env: Env):
     space = getattr(env, "level_space", None)
     if space is None:
         raise ConfigError(f"curriculum.kind={cc.kind}: env {env.id!r} has no level space (accepted: none)")
-    if env.num_players != 1:
-        raise ConfigError(f"curriculum.kind={cc.kind}: curricula train single-agent envs; {env.id!r} has {env.num_players} players")
+    if env.num_players > 2:
+        raise ConfigError(f"curriculum.kind={cc.kind}: curricula train one-player envs and two-player games; "
+                          f"{env.id!r} has {env.num_players} players")
     valid_fn = None
-    if cc.require_solvable and hasattr(space, "is_valid"):
+    # A game's start positions are legal by construction (played from the standard start).
+    if cc.require_solvable and hasattr(space, "is_valid") and env.num_players == 1:
         valid_fn = lambda level: space.is_valid(level, require_solvable=True)  # noqa: E731
     return make_level_sampler(
         cc.kind, space, cc.capacity, config.learner.num_envs, prioritization=cc.prioritization,

@@ -5,7 +5,8 @@ events log; population based training is built by the engine itself.
 
 * ``bandit``: a sliding-window UCB bandit per member (`superlearner.meta.controllers.make_sw_ucb`) over the
   arms of ``meta.arms``: ``{field: [value per arm]}``. A field is a hyperparameter the learner declares (e.g.
-  ``gamma: [0.9, 0.99, 0.999]``) or ``update_rule`` with rule names (``[ppo_clip, dpo,
+  ``gamma: [0.9, 0.99, 0.999]``), a knob of the run's curriculum (``curriculum_replay_prob``) or league
+  (``league_weight_self``), or ``update_rule`` with rule names (``[ppo_clip, dpo,
   learned]``), which needs ``learner.update_rule: switch``: every rule is then in the compiled
   program and the arm's rule index is written into the member's update-rule meta parameters
   (`superlearner.learners.update_rules.switch`), so switching never recompiles.
@@ -53,7 +54,7 @@ def bandit_arm_table(config: ExperimentConfig, source: str = "config") -> tuple[
             f"{source}: meta.kind=bandit needs meta.arms, e.g. {{update_rule: [ppo_clip, dpo, learned]}} "
             "or {gamma: [0.9, 0.99, 0.999]}"
         )
-    fields = [h.name for h in learner_def(config.learner.kind, source).hparams]
+    fields = [h.name for h in learner_def(config.learner.kind, source).hparams] + knob_names(config)
     table, sizes = {}, {}
     for name, values in arms.items():
         if not isinstance(values, (list, tuple)) or not values:
@@ -74,7 +75,8 @@ def bandit_arm_table(config: ExperimentConfig, source: str = "config") -> tuple[
             table[name] = np.asarray(values, np.float32)
         else:
             raise ConfigError(
-                f"{source}: meta.arms: {name!r} is neither a hyperparameter nor update_rule; "
+                f"{source}: meta.arms: {name!r} is neither a hyperparameter, a knob of the run's curriculum or league, "
+                "nor update_rule; "
                 f"accepted: {UPDATE_RULE_ARM}, {', '.join(fields)}"
             )
         sizes[name] = len(values)
@@ -86,6 +88,24 @@ def bandit_arm_table(config: ExperimentConfig, source: str = "config") -> tuple[
     else:
         names = [f"arm{k}" for k in range(num_arms)]
     return table, names
+
+
+def knob_names(config: ExperimentConfig) -> list[str]:
+    """The curriculum's and the league's knobs a bandit arm may set in this run
+    (``curriculum_<field>`` with a curriculum, ``league_<field>`` with a league)."""
+    import dataclasses
+
+    from superlearner.curriculum.levels import CurriculumHparams
+    from superlearner.meta.controllers import CURRICULUM_PREFIX, LEAGUE_PREFIX
+    from superlearner.selfplay.league import LeagueHparams
+
+    names = []
+    if config.curriculum.kind != "none":
+        names += [CURRICULUM_PREFIX + f.name for f in dataclasses.fields(CurriculumHparams)]
+    kind = config.league.kind
+    if kind == "snapshots" or (kind == "default" and learner_def(config.learner.kind).self_play_league):
+        names += [LEAGUE_PREFIX + f.name for f in dataclasses.fields(LeagueHparams)]
+    return names
 
 
 def make_bandit(config: ExperimentConfig):

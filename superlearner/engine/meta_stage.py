@@ -6,8 +6,8 @@
 bandit adapt any learner; the meta-gradient needs the learner's `MetaGradient` capability.
 
 Each iteration, after every member's update, `meta_step` hands the controller a typed
-`MetaInput`: the members' progress (recent training return, or their score against fixed anchors
-measured when a step is due) and, for the meta-gradient, the collected rollout with the learner
+`MetaInput`: the members' progress (recent training return, their score against fixed anchors
+measured when a step is due, or their online rating, `superlearner.engine.rating_stage`) and, for the meta-gradient, the collected rollout with the learner
 state that collected it.
 """
 
@@ -96,7 +96,8 @@ class ControllerDef(NamedTuple):
       metrics: ``(config, ctrl_state, events) -> {name: float32[P]}`` of a step.
       copies_members: a step may replace members by copies of others (``events.parent``): their
         envs, levels, league and statistics are copied along.
-      adapts_curriculum: the controller explores the curriculum's knobs with the learner's.
+      adapts_knobs: the controller sees the curriculum's and the league's knobs beside the
+        learner's hyperparameters (`knob_groups`), as ``curriculum_<field>`` and ``league_<field>``.
       progress_is_batch: the controller's progress is the collected experience (the
         meta-gradient), not a fitness; its ``init`` also takes the starting hyperparameters.
     """
@@ -104,14 +105,14 @@ class ControllerDef(NamedTuple):
     make: Callable
     metrics: Callable
     copies_members: bool = False
-    adapts_curriculum: bool = False
+    adapts_knobs: bool = False
     progress_is_batch: bool = False
 
 
 CONTROLLERS: dict[str, ControllerDef | None] = {
     "none": None,
-    "pbt": ControllerDef(_pbt, _pbt_metrics, copies_members=True, adapts_curriculum=True),
-    "bandit": ControllerDef(_bandit, _bandit_metrics),
+    "pbt": ControllerDef(_pbt, _pbt_metrics, copies_members=True, adapts_knobs=True),
+    "bandit": ControllerDef(_bandit, _bandit_metrics, adapts_knobs=True),
     "metagrad": ControllerDef(_metagrad, _metagrad_metrics, progress_is_batch=True),
 }
 """How every ``meta.kind`` plugs into the engine (None: no meta-controller)."""
@@ -166,14 +167,17 @@ def init_meta(config: ExperimentConfig, key: jax.Array, controller=None, hparams
     }
 
 
-def _progress(meta_input: MetaInput, returns, state, step_key, learner: Learner | None, anchor_progress):
-    """The controller's progress signal: anchors when configured, the rollout for the
-    meta-gradient, else the recent mean return."""
+def _progress(meta_input: MetaInput, returns, state, step_key, learner: Learner | None, anchor_progress,
+              progress_is_rating: bool = False):
+    """The controller's progress signal: anchors or the online rating when configured, the
+    rollout for the meta-gradient, else the recent mean return."""
     from superlearner.meta.controllers import recent_mean
 
     if anchor_progress is not None:
         params, measure_key = state.learner.params, jax.random.fold_in(step_key, 1)
         return lambda: anchor_progress(params, measure_key)
+    if progress_is_rating:
+        return state.rating.rating
     if meta_input.batch is not None:
         from superlearner.meta.metagrad import MetaGradBatch
 
@@ -194,33 +198,52 @@ def meta_step(
     ``anchor_progress`` (`superlearner.selfplay.arena.make_anchor_progress`) the controller's fitness is
     the members' score against the fixed anchors, measured only when a step is due.
     """
-    from superlearner.meta.controllers import PopulationState, gather_members, joint_hparams, push_returns, split_joint_hparams
+    from superlearner.meta.controllers import PopulationState, gather_members, joint_knobs, push_returns, split_knobs
 
     if not isinstance(meta_input, MetaInput):
         meta_input = MetaInput(episode_return=meta_input)
     meta = state.meta
     key, step_key = jax.random.split(jax.random.wrap_key_data(meta["rng"]))
     returns = push_returns(meta["returns"], meta_input.episode_return)
-    # PBT explores and copies the curriculum's knobs with the learner's (`curriculum_<field>`).
+    # PBT and the bandit change the curriculum's and the league's knobs with the learner's
+    # (`curriculum_<field>`, `league_<field>`).
     definition = controller_def(config)
-    joint = definition.adapts_curriculum and "hparams" in state.curriculum
-    hparams = joint_hparams(state.hparams, state.curriculum["hparams"]) if joint else state.hparams
+    groups = knob_groups(state) if definition.adapts_knobs else {}
+    hparams = joint_knobs(state.hparams, groups) if groups else state.hparams
     population = PopulationState(learner=state.learner, hparams=hparams, rng=state.rng)
-    progress = _progress(meta_input, returns, state, step_key, learner, anchor_progress)
+    progress = _progress(meta_input, returns, state, step_key, learner, anchor_progress, config.meta.progress == "rating")
     ctrl, population, events = controller.update(meta["controller"], population, progress, step_key)
     new_meta = {"controller": ctrl, "returns": returns, "rng": jax.random.key_data(key)}
-    if not definition.copies_members:
-        state = state.replace(learner=population.learner, hparams=population.hparams, meta=new_meta)
-        return state, definition.metrics(config, ctrl, events)
+    hparams, knobs = split_knobs(population.hparams, state.hparams, groups) if groups else (population.hparams, {})
     # A copied member continues its parent's games, levels, league, curriculum and statistics too: they are part of
     # what made the parent better, and the copy's own would no longer match its parameters.
-    members = gather_members(state.members(), events.parent)
-    hparams = population.hparams
-    curriculum = members.curriculum
-    if joint:  # the explored values, not only the parent's copied ones
-        hparams, curriculum_hparams = split_joint_hparams(hparams, state.hparams, state.curriculum["hparams"])
-        curriculum = dict(curriculum, hparams=curriculum_hparams)
-    members = members.replace(learner=population.learner, hparams=hparams, rng=population.rng, curriculum=curriculum)
-    new_meta["returns"] = gather_members(returns, events.parent)
+    members = gather_members(state.members(), events.parent) if definition.copies_members else state.members()
+    members = with_knobs(members, knobs).replace(learner=population.learner, hparams=hparams, rng=population.rng)
+    if definition.copies_members:
+        new_meta["returns"] = gather_members(returns, events.parent)
     state = state.with_members(members).replace(meta=new_meta)
     return state, definition.metrics(config, ctrl, events)
+
+
+def knob_groups(state) -> dict:
+    """The members' adaptable knobs besides the learner's hyperparameters, by name prefix: the
+    curriculum's (`CurriculumHparams`) and the league's (`LeagueHparams`), where the run has them."""
+    from superlearner.meta.controllers import CURRICULUM_PREFIX, LEAGUE_PREFIX
+
+    groups = {}
+    if isinstance(state.curriculum, dict) and "hparams" in state.curriculum:
+        groups[CURRICULUM_PREFIX] = state.curriculum["hparams"]
+    if jax.tree.leaves(state.league):
+        groups[LEAGUE_PREFIX] = state.league.hparams
+    return groups
+
+
+def with_knobs(members, knobs: dict):
+    """``members`` with the knob groups of ``knobs`` (as `knob_groups` names them) written back."""
+    from superlearner.meta.controllers import CURRICULUM_PREFIX, LEAGUE_PREFIX
+
+    if CURRICULUM_PREFIX in knobs:
+        members = members.replace(curriculum=dict(members.curriculum, hparams=knobs[CURRICULUM_PREFIX]))
+    if LEAGUE_PREFIX in knobs:
+        members = members.replace(league=members.league.replace(hparams=knobs[LEAGUE_PREFIX]))
+    return members

@@ -30,6 +30,7 @@ class TrainState:
       curriculum: level-sampler buffer or teacher (empty when unused).
       meta: meta-controller state (empty when unused).
       policy_carry: a recurrent policy's carry per member and env (empty for feed-forward ones).
+      rating: the online rating per member (`superlearner.selfplay.online_rating`; empty when unused).
     """
 
     learner: Any
@@ -43,13 +44,14 @@ class TrainState:
     curriculum: Any = struct.field(default_factory=dict)
     meta: Any = struct.field(default_factory=dict)
     policy_carry: Any = struct.field(default_factory=dict)
+    rating: Any = struct.field(default_factory=dict)
 
     def members(self) -> MemberState:
         """The population's `MemberState` (leading axis ``[P]``)."""
         return MemberState(
             learner=self.learner, hparams=self.hparams, env_state=self.env_state, env_params=self.env_params,
             episode_stats=self.episode_stats, policy_carry=self.policy_carry, league=self.league,
-            curriculum=self.curriculum, rng=self.rng,
+            curriculum=self.curriculum, rng=self.rng, rating=self.rating,
         )
 
     def with_members(self, members: MemberState) -> "TrainState":
@@ -57,5 +59,5 @@ class TrainState:
         return self.replace(
             learner=members.learner, hparams=members.hparams, env_state=members.env_state,
             env_params=members.env_params, episode_stats=members.episode_stats, policy_carry=members.policy_carry,
-            league=members.league, curriculum=members.curriculum, rng=members.rng,
+            league=members.league, curriculum=members.curriculum, rng=members.rng, rating=members.rating,
         )

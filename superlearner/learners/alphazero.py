@@ -72,6 +72,7 @@ class AlphaZeroSettings:
     num_blocks: int = field(3, "residual blocks in the tower", low=0)
     symmetry_augmentation: bool = field(True, "train each sampled position in a random one of the env's symmetries")
     decay_updates: int = field(0, "SGD steps over which the step size decays to zero on a cosine (0: constant)", low=0)
+    lr_timescale: int = field(0, "SGD steps of an inverse-square-root decay that needs no end point: the step size is learning_rate / sqrt(1 + t / lr_timescale), half its start after 3 timescales (0: none)", low=0)
     opening_moves: int = field(0, "each of a self-play game's first N moves is, with probability 1/2, a uniformly random legal move", low=0)
 
     def __post_init__(self):
@@ -202,8 +203,8 @@ class AlphaZero(NamedTuple):
     init: Callable[..., AlphaZeroState]
     iteration: Callable[..., tuple[AlphaZeroState, dict]]
     # The parts of an iteration, for the learner interface (`superlearner.learners.alphazero_learner`):
-    # ``self_play(params, games, hparams, key, env_params, opponents=None) -> (games, trajectory,
-    # firsts, opponents_carry)``; ``store(state, trajectory, firsts) -> state``; ``train(state,
+    # ``self_play(params, games, hparams, key, env_params, opponents=None, reset_params=None) ->
+    # (games, trajectory, firsts, opponents_carry, env_params)``; ``store(state, trajectory, firsts) -> state``; ``train(state,
     # hparams, key) -> (state, metrics, sampleable count)``; ``play_metrics(state, trajectory,
     # count) -> metrics``.
     self_play: Callable
@@ -559,7 +560,7 @@ def make_alphazero(env: Env, settings: AlphaZeroSettings = AlphaZeroSettings()) 
         """
         play_key, train_key = jax.random.split(key)
         env_params = batched_env_params(env, env_params, num_envs)
-        games, trajectory, firsts, _ = self_play(state.params, state.games, hparams, play_key, env_params)
+        games, trajectory, firsts, _, _ = self_play(state.params, state.games, hparams, play_key, env_params)
         state = store(state.replace(games=games), trajectory, firsts)
         state, metrics, count = train(state, hparams, train_key)
         metrics.update(play_metrics(state, trajectory, count))
@@ -603,14 +604,20 @@ class Opponents(NamedTuple):
 
 
 def _make_self_play(env: Env, search: Callable, s: AlphaZeroSettings) -> Callable:
-    """``self_play(params, games, hparams, key, env_params, opponents=None)``: ``unroll_length``
-    searched moves in every game; returns the games, the trajectory ``[T, N]``, per slot the first
-    game that ended (to resolve pending entries), and the opponents' carry (None without)."""
+    """``self_play(params, games, hparams, key, env_params, opponents=None, reset_params=None)``:
+    ``unroll_length`` searched moves in every game; returns the games, the trajectory ``[T, N]``,
+    per slot the first game that ended (to resolve pending entries), the opponents' carry (None
+    without) and the level of every game in progress at the end (``[N]``).
+
+    ``env_params`` (``[N]``) are the levels of the games in progress, searched with their own
+    level; a game that ends at step t restarts on ``reset_params[t]`` (levels ``[T, N]``, a
+    curriculum's choice) or, when None, on its own level again."""
     num_envs, num_players = s.num_envs, env.num_players
     slots = jnp.arange(num_envs)
 
-    def move(params, hparams, env_params, opponents, carry, step_key):
-        games, first_done, first_return, first_truncated, hooks = carry
+    def move(params, hparams, opponents, carry, inputs):
+        step_key, reset_levels = inputs
+        games, first_done, first_return, first_truncated, hooks, env_params = carry
         search_key, env_key = jax.random.split(step_key)
         state = games.env_state
         output = search(
@@ -631,10 +638,16 @@ def _make_self_play(env: Env, search: Callable, s: AlphaZeroSettings) -> Callabl
             opponent_action, learner_turn = opponents.act(hooks, state, jax.random.fold_in(step_key, 2))
             action = jnp.where(learner_turn, action, opponent_action)
         mover = state.current_player
-        next_state, final = jax.vmap(lambda st, a, k, p: step_auto_reset(env, st, a, k, p))(
-            state, action, jax.random.split(env_key, num_envs), env_params
+        next_state, final = jax.vmap(lambda st, a, k, p, r: step_auto_reset(env, st, a, k, p, r))(
+            state, action, jax.random.split(env_key, num_envs), env_params,
+            env_params if reset_levels is None else reset_levels,
         )
         done = final.terminated | final.truncated
+        if reset_levels is not None:  # a restarted game plays its new level from now on
+            env_params = jax.tree.map(
+                lambda new, old: jnp.where(done.reshape((-1,) + (1,) * (old.ndim - 1)), new, old).astype(old.dtype),
+                reset_levels, env_params,
+            )
         episode_return = games.episode_return + final.rewards
         episode_length = games.episode_length + 1
         if opponents is not None:
@@ -668,23 +681,25 @@ def _make_self_play(env: Env, search: Callable, s: AlphaZeroSettings) -> Callabl
             jnp.where(new_first[:, None], episode_return, first_return),
             jnp.where(new_first, final.truncated, first_truncated),
             hooks,
+            env_params,
         )
         return carry, step
 
     def self_play(params, games: SelfPlayGames, hparams: AlphaZeroHparams, key: Array, env_params,
-                  opponents: Opponents | None = None):
+                  opponents: Opponents | None = None, reset_params=None):
         init_carry = (
             games,
             jnp.zeros((num_envs,), jnp.bool_),
             jnp.zeros((num_envs, num_players), jnp.float32),
             jnp.zeros((num_envs,), jnp.bool_),
             None if opponents is None else opponents.carry,
+            env_params,
         )
-        body = functools.partial(move, params, hparams, env_params, opponents)
-        (games, first_done, first_return, first_truncated, hooks), trajectory = jax.lax.scan(
-            body, init_carry, jax.random.split(key, s.unroll_length)
+        body = functools.partial(move, params, hparams, opponents)
+        (games, first_done, first_return, first_truncated, hooks, env_params), trajectory = jax.lax.scan(
+            body, init_carry, (jax.random.split(key, s.unroll_length), reset_params)
         )
-        return games, trajectory, (first_done, first_return, first_truncated), hooks
+        return games, trajectory, (first_done, first_return, first_truncated), hooks, env_params
 
     return self_play
 
@@ -746,6 +761,10 @@ def _make_train(env: Env, policy: Callable, optimizer: Callable, s: AlphaZeroSet
             # Cosine decay (Loshchilov & Hutter 2017) of the traced step size over the run's SGD
             # steps, stepped once per iteration.
             factor = optax.cosine_decay_schedule(1.0, s.decay_updates)(state.num_updates)
+            hparams = hparams.replace(learning_rate=hparams.learning_rate * factor)
+        if s.lr_timescale > 0:
+            # The decay of a run whose length is set by wall time: it does not need the run's end.
+            factor = jax.lax.rsqrt(1.0 + state.num_updates.astype(jnp.float32) / s.lr_timescale)
             hparams = hparams.replace(learning_rate=hparams.learning_rate * factor)
         tx = optimizer(hparams)
 

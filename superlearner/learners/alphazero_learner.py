@@ -12,6 +12,10 @@
 * One-player envs of perfect information (the search plans with the real rules) are accepted
   too: a curriculum over their levels works as for PPO. A game restarted on a new level drops
   the pending positions of the game it replaces, which never get an outcome.
+* Levels chosen game by game: where the stage hands the collection ``context.reset_params``
+  (levels ``[T, N]``), a game that ends at step t restarts on ``reset_params[t]`` instead of its
+  own level, and ``env_params`` follows each slot's game in progress (a curriculum over the start
+  positions of a two-player game, or a teacher's draws).
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ def settings_from_config(config) -> AlphaZeroSettings:
     values = {name: getattr(az, name) for name in static if hasattr(az, name)}
     values["max_depth"] = az.max_depth or None
     values["decay_updates"] = config.iterations * az.num_updates if az.lr_schedule == "cosine" else 0
+    values["lr_timescale"] = az.lr_timescale if az.lr_schedule == "inverse_sqrt" else 0
     return AlphaZeroSettings(num_envs=config.learner.num_envs, unroll_length=config.learner.num_steps, **values)
 
 
@@ -119,13 +124,16 @@ def make_alphazero_learner(config, env: Env) -> Learner:
                                            0.0 if lg.opponent_temperature == 0 else 1.0, env_params)
             opponents = league_opponents(env, az.policy, member.league, member.env_state, params,
                                          lg.opponent_temperature, search)
-            games, trajectory, firsts, (league, seat, opponent, results) = az.self_play(
-                params, member.env_state.games, member.hparams, key, env_params, opponents
+            games, trajectory, firsts, (league, seat, opponent, results), env_params = az.self_play(
+                params, member.env_state.games, member.hparams, key, env_params, opponents, context.reset_params
             )
             member = member.replace(env_state=LeagueGames(games, seat, opponent), league=league, episode_stats=results)
         else:
-            games, trajectory, firsts, _ = az.self_play(params, member.env_state, member.hparams, key, env_params)
+            games, trajectory, firsts, _, env_params = az.self_play(
+                params, member.env_state, member.hparams, key, env_params, reset_params=context.reset_params
+            )
             member = member.replace(env_state=games)
+        member = member.replace(env_params=env_params)
         return member, AlphaZeroBatch(trajectory, firsts), outcome(trajectory)
 
     def update(learner_state, batch: AlphaZeroBatch, hparams: AlphaZeroHparams, key):
@@ -162,7 +170,7 @@ def make_alphazero_learner(config, env: Env) -> Learner:
 
     return Learner(
         kind="alphazero", init=init, start=start, collect=collect, update=update, summarize=summarize,
-        policy=az.policy, act=act, value=value, search=search, algorithm=az,
+        policy=az.policy, act=act, value=value, search=search, algorithm=az, game_starts=True,
     )
 
 
@@ -212,7 +220,11 @@ def league_opponents(env: Env, policy, league, games: LeagueGames, params, tempe
 
     # The opponents' networks are gathered once per collection: snapshots do not change within it.
     start = as_match(games.games.env_state, games.seat, games.opponent)
-    logits_of = None if search is not None else opponent_policy(SimpleNamespace(policy=policy), league, params, start)
+    logits_of = None
+    if search is None:
+        # The learner's own moves, against itself too, come from its search: only snapshots need logits.
+        logits_of = opponent_policy(SimpleNamespace(policy=policy), league, params, start, one_by_one=True,
+                                    with_self=False)
 
     if search is not None:
         from superlearner.selfplay.opponents import opponent_bank
@@ -256,6 +268,11 @@ def validate_alphazero(config, env: Env | None, source: str = "config") -> None:
             f"{source}: alphazero.min_replay_size={az.min_replay_size} exceeds alphazero.replay_capacity="
             f"{az.replay_capacity}; accepted 1..{az.replay_capacity}"
         )
+    if az.lr_schedule == "inverse_sqrt" and az.lr_timescale < 1:
+        raise ConfigError(
+            f"{source}: alphazero.lr_schedule=inverse_sqrt decays over alphazero.lr_timescale SGD steps, which is "
+            f"{az.lr_timescale}; give 1 or more (e.g. 4000)"
+        )
     if config.league.opponent_groups and env is not None and uses_league(config, env, ALPHAZERO_LEARNER):
         raise ConfigError(
             f"{source}: league.opponent_groups={config.league.opponent_groups}: alphazero draws each game's league "
@@ -283,7 +300,7 @@ def _section_fields() -> list:
         if name == "max_num_considered_actions":
             fields.append(("max_depth", int, field(0, "static: deepest simulation in moves (0: no limit but num_simulations)", low=0)))
     fields += [
-        ("lr_schedule", Literal["constant", "cosine"], field("constant", "static: step size over the run: constant, or a cosine decay to zero over train.total_env_steps")),
+        ("lr_schedule", Literal["constant", "cosine", "inverse_sqrt"], field("constant", "static: step size over the run: constant, a cosine decay to zero over train.total_env_steps, or inverse_sqrt: learning_rate / sqrt(1 + t / lr_timescale) over SGD steps t, which needs no end point (runs set by train.time_limit_minutes)")),
         ("eval_simulations", int, field(64, "simulations per move of the loaded agent (eval, ratings, play; --simulations overrides; 0: raw policy)", low=0)),
     ]
     return fields + hparam_fields(ALPHAZERO_HPARAMS, prefix="traced: ")

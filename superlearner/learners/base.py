@@ -61,6 +61,8 @@ class MemberState:
       league: the self-play league (`superlearner.selfplay.league.LeagueState`), empty when unused.
       curriculum: the curriculum's buffer or teacher and its hyperparameters, empty when unused.
       rng: uint32 key data of the member's random stream.
+      rating: the member's online rating (`superlearner.selfplay.online_rating.RatingState`), the
+        run's measured progress; empty when unused.
     """
 
     learner: Any
@@ -72,6 +74,7 @@ class MemberState:
     league: Any
     curriculum: Any
     rng: Array
+    rating: Any = struct.field(default_factory=dict)
 
 
 @struct.dataclass
@@ -152,6 +155,10 @@ class Learner(NamedTuple):
         value)`` acts with it, ``step_value(params, carry, observation) -> value``.
       algorithm: the underlying algorithm's own functions (e.g. `PPO`, `AlphaZero`), for code
         that is specific to it (benchmarks, tests).
+      game_starts: in a two-player game, ``collect`` starts each new game, when the last one in
+        its slot ends, from ``context.reset_params`` and keeps each game's level in the member's
+        ``env_params``: a curriculum can then choose every game's start position
+        (`superlearner.engine.curriculum_stage`) without cutting games.
     """
 
     kind: str
@@ -170,6 +177,7 @@ class Learner(NamedTuple):
     step: Callable | None = None
     step_value: Callable | None = None
     algorithm: Any = None
+    game_starts: bool = False
 
 
 # ----------------------------------------------------------------------------------------------

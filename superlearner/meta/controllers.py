@@ -51,6 +51,9 @@ def ppo_hparam_specs() -> tuple[HparamSpec, ...]:
 CURRICULUM_PREFIX = "curriculum_"
 """A spec named ``curriculum_<field>`` adapts that field of the run's `CurriculumHparams`."""
 
+LEAGUE_PREFIX = "league_"
+"""A knob named ``league_<field>`` is that field of the league's `LeagueHparams` (opponent weights)."""
+
 CURRICULUM_HPARAM_SPECS: tuple[HparamSpec, ...] = (
     HparamSpec("curriculum_replay_prob", 0.0, 1.0, "affine"),
     HparamSpec("curriculum_temperature", 1e-2, 10.0, "log"),
@@ -68,18 +71,34 @@ PBT in a run with a curriculum; `joint_hparams` puts them beside the PPO ones.""
 def joint_hparams(hparams: Any, curriculum_hparams: Any) -> dict:
     """One dict of the learner's and the curriculum's hyperparameters (the latter's fields named
     ``curriculum_<field>``), the form PBT explores and copies; `split_joint_hparams` undoes it."""
-    joint = {name: _get_field(hparams, name) for name in _field_names(hparams)}
-    for name in _field_names(curriculum_hparams):
-        joint[CURRICULUM_PREFIX + name] = _get_field(curriculum_hparams, name)
-    return joint
+    return joint_knobs(hparams, {CURRICULUM_PREFIX: curriculum_hparams})
 
 
 def split_joint_hparams(joint: Mapping, hparams: Any, curriculum_hparams: Any) -> tuple[Any, Any]:
     """``(hparams, curriculum_hparams)`` with the values of ``joint`` (see `joint_hparams`),
     in the structures of the two given."""
-    learner = {name: joint[name] for name in _field_names(hparams)}
-    curriculum = {name: joint[CURRICULUM_PREFIX + name] for name in _field_names(curriculum_hparams)}
-    return _with_fields(hparams, learner), _with_fields(curriculum_hparams, curriculum)
+    learner, groups = split_knobs(joint, hparams, {CURRICULUM_PREFIX: curriculum_hparams})
+    return learner, groups[CURRICULUM_PREFIX]
+
+
+def joint_knobs(hparams: Any, groups: Mapping[str, Any]) -> dict:
+    """One dict of the learner's hyperparameters and every group of knobs, a group's fields named
+    ``<prefix><field>`` (``groups``: ``{prefix: knobs}``, e.g. ``{"curriculum_": ..., "league_":
+    ...}``); `split_knobs` undoes it."""
+    joint = {name: _get_field(hparams, name) for name in _field_names(hparams)}
+    for prefix, knobs in groups.items():
+        for name in _field_names(knobs):
+            joint[prefix + name] = _get_field(knobs, name)
+    return joint
+
+
+def split_knobs(joint: Mapping, hparams: Any, groups: Mapping[str, Any]) -> tuple[Any, dict]:
+    """``(hparams, {prefix: knobs})`` with the values of ``joint`` (see `joint_knobs`), in the
+    structures of those given."""
+    learner = _with_fields(hparams, {name: joint[name] for name in _field_names(hparams)})
+    split = {prefix: _with_fields(knobs, {name: joint[prefix + name] for name in _field_names(knobs)})
+             for prefix, knobs in groups.items()}
+    return learner, split
 
 
 def _with_fields(tree: Any, values: dict) -> Any:

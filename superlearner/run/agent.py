@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from superlearner.run.checkpoint import Checkpointer, locate
+from superlearner.run.checkpoint import CHECKPOINT_DIR, Checkpointer, locate
 from superlearner.config import ExperimentConfig, config_from_dict
 from superlearner.engine import Engine, TrainState, make_engine
 from superlearner.core.env import Env, State
@@ -147,15 +147,42 @@ class Agent:
 
 
 def load_train_state(path: str | Path) -> tuple[Engine, TrainState, dict]:
-    """The engine, restored TrainState and metadata of a run directory or checkpoint folder."""
+    """The engine, restored TrainState and metadata of a run directory or checkpoint folder.
+
+    The checkpoint is verified as it is read (`Checkpointer.restore`). From a run directory, a
+    damaged best (or latest) checkpoint is passed over, with a one-line warning, for the newest
+    intact one; a checkpoint folder given by name is read as it is or refused
+    (`superlearner.errors.DamagedCheckpointError`).
+    """
+    from superlearner.errors import DamagedCheckpointError
+
     run_dir, step = locate(path)
+    named = not (Path(path).resolve() / CHECKPOINT_DIR).is_dir()
     checkpointer = Checkpointer(run_dir, read_only=True)
+
+    def engine_of(metadata: dict, at: int) -> Engine:
+        return make_engine(config_from_dict(metadata["config"], source=f"{run_dir} checkpoint {at}"))
+
     try:
-        metadata = checkpointer.read_metadata(step)
-        config = config_from_dict(metadata["config"], source=f"{run_dir} checkpoint {step}")
-        engine = make_engine(config)
-        template = jax.eval_shape(lambda: engine.init(config.train.seed))
-        state, metadata = checkpointer.restore(template, step)
+        steps = [step] if named else checkpointer.candidates(step)
+        engine, unreadable = None, []
+        for candidate in steps:  # the template comes from the first checkpoint whose metadata reads
+            try:
+                engine = engine_of(checkpointer.read_metadata(candidate), candidate)
+                break
+            except DamagedCheckpointError as error:
+                if named:
+                    raise
+                unreadable.append(str(error))
+        if engine is None:
+            raise DamagedCheckpointError(f"{run_dir}: no intact checkpoint ({'; '.join(unreadable)})")
+        template = jax.eval_shape(lambda: engine.init(engine.config.train.seed))
+        if named:
+            state, metadata = checkpointer.restore(template, step)
+        else:
+            state, metadata, used = checkpointer.restore_intact(template, steps)
+            if config_from_dict(metadata["config"]) != engine.config:  # e.g. a budget extended later
+                engine = engine_of(metadata, used)
     finally:
         checkpointer.close()
     return engine, state, metadata
@@ -164,9 +191,9 @@ def load_train_state(path: str | Path) -> tuple[Engine, TrainState, dict]:
 def load_agent(path: str | Path, *, member: int | None = None, greedy: bool = True,
                num_simulations: int | None = None) -> Agent:
     """Loads the agent of a run directory (its best checkpoint, else the latest) or of one
-    checkpoint folder. ``member`` picks a population member (default: the one with the highest
-    recent training return, or in self-play the best score against its league; member 0 of an
-    alphazero run).
+    checkpoint folder. ``member`` picks a population member (default: the one rated highest by
+    the run's online rating, ``rating.kind``; without one, the highest recent training return, or
+    in self-play the best score against its league; member 0 of an alphazero run).
 
     ``num_simulations``: alphazero runs act by search with this many simulations per move
     (default: the run's ``alphazero.eval_simulations``; 0: the raw policy). A feed-forward PPO
@@ -191,7 +218,9 @@ def load_agent(path: str | Path, *, member: int | None = None, greedy: bool = Tr
                 "zero-sum game of perfect information); give 0 (or leave it out)"
             )
     if member is None:
-        if hasattr(state.episode_stats, "last_return"):
+        if jax.tree.leaves(state.rating):  # the online rating: the member rated highest
+            recent = np.asarray(state.rating.rating)
+        elif hasattr(state.episode_stats, "last_return"):
             recent = np.asarray(state.episode_stats.last_return[..., 0]).mean(axis=-1)
         elif jax.tree.leaves(state.league):  # self-play: the member that scores best against its league
             from superlearner.selfplay.league import league_score

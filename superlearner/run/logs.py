@@ -1,7 +1,9 @@
 """Run logs: ``metrics.jsonl`` (one JSON object per logged step), TensorBoard, optional W&B.
 
 On resume, entries written after the checkpoint being resumed from are dropped, so the file
-never holds two entries for one step; TensorBoard is told to purge the same steps.
+never holds two entries for one step; TensorBoard is told to purge the same steps. A line torn by
+a killed process is skipped by readers and dropped on resume. A write that fails (a full disk, a
+lost permission) raises `RunWriteError` naming the file.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from superlearner.config import ExperimentConfig
+from superlearner.errors import RunWriteError
 
 
 class MetricsLog:
@@ -23,12 +26,15 @@ class MetricsLog:
 
     def __init__(self, run_dir: str | Path, config: ExperimentConfig, resume_from: int | None = None):
         self.path = Path(run_dir) / self.FILE
-        if resume_from is not None:
-            kept = [r for r in read_metrics(self.path) if r["iteration"] <= resume_from]
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            os.replace(tmp, self.path)
-        self._file = open(self.path, "a")
+        try:
+            if resume_from is not None:
+                kept = [r for r in read_metrics(self.path) if r["iteration"] <= resume_from]
+                tmp = self.path.with_suffix(".jsonl.tmp")
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+                os.replace(tmp, self.path)
+            self._file = open(self.path, "a")
+        except OSError as error:
+            raise RunWriteError.of(self.path, "the metrics log", error) from None
         self._tensorboard = None
         if config.log.tensorboard:
             from tensorboardX import SummaryWriter
@@ -47,8 +53,11 @@ class MetricsLog:
 
     def write(self, **record: Any) -> dict:
         record = _jsonable(record)
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as error:
+            raise RunWriteError.of(self.path, "the metrics log", error) from None
         step = record["iteration"]
         scalars = {}
         for group in ("metrics", "hparams"):
@@ -72,7 +81,10 @@ class MetricsLog:
         return record
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the failed write that stopped the run was reported; buffered bytes are lost
         if self._tensorboard is not None:
             self._tensorboard.close()
         if self._wandb is not None:
@@ -87,11 +99,13 @@ def read_metrics(path: str | Path) -> list[dict]:
     if not path.exists():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():  # a torn line may end mid-character
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict) and isinstance(record.get("iteration"), int):
+            records.append(record)
     return records
 
 

@@ -94,6 +94,24 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         ax.legend(fontsize=7)
         save(fig, "strength")
 
+    # The online rating measured inside the run (``rating.kind``), with its 95% band.
+    online, online_stderr = series("rating"), series("rating_stderr")
+    if online is not None and online_stderr is not None:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for member in range(online.shape[1]):
+            measured = np.isfinite(online_stderr[:, member])
+            xs, ys, half = steps[measured], online[measured, member], 1.96 * online_stderr[measured, member]
+            label = "rating" if online.shape[1] == 1 else f"rating [{member}]"
+            ax.plot(xs, ys, marker="o", markersize=3, label=label)
+            ax.fill_between(xs, ys - half, ys + half, alpha=0.2)
+        ax.set_xlabel("env steps per member")
+        ax.set_ylabel("Elo (first anchor = 0)")
+        ax.set_title(f"{run_dir.name}: online rating (95% band)")
+        ax.grid(alpha=0.3)
+        if online.shape[1] <= 10:
+            ax.legend(fontsize=7)
+        save(fig, "online_rating")
+
     # The rating curve written by `superlearner ratings`.
     ratings_path = run_dir / "ratings.json"
     if ratings_path.exists():
@@ -207,14 +225,34 @@ def _curriculum_figures(run_dir: Path, records: list[dict], out_dir: Path, plt) 
         written.append(path)
     galleries = [g for g in read_galleries(run_dir) if g["levels"]]
     if galleries:
-        written.append(plot_level_gallery(galleries, out_dir / "level_gallery.png", title=f"{run_dir.name}: buffer levels"))
+        written.append(plot_level_gallery(galleries, out_dir / "level_gallery.png", title=f"{run_dir.name}: buffer levels",
+                                          level_image=_level_drawing(run_dir)))
     return written
 
 
-def plot_level_gallery(galleries: list[dict], path: str | Path, *, title: str = "levels", max_rows: int = 6) -> Path:
+def _level_drawing(run_dir: Path):
+    """``text -> RGB float[H, W, 3]`` from the run's env's level space where it draws levels
+    (`level_to_image`, e.g. a game's start positions as boards), else None (the maze's text)."""
+    from superlearner.core.registry import make
+
+    env_config = _run_config(run_dir).get("env") or {}
+    try:
+        space = make(env_config["id"], **(env_config.get("options") or {})).level_space
+    except (KeyError, UserError):
+        return None
+    if not (hasattr(space, "level_to_image") and hasattr(space, "level_from_text")):
+        return None
+    return lambda text: space.level_to_image(space.level_from_text(text))
+
+
+def plot_level_gallery(galleries: list[dict], path: str | Path, *, title: str = "levels", max_rows: int = 6,
+                       level_image=None) -> Path:
     """A grid of levels: one row per measurement (up to ``max_rows``, evenly spread over the
-    run), the highest-scored levels of the buffer left to right. Walls black, free cells white,
-    the start blue, the goal green; each level titled with its score and shortest path."""
+    run), the highest-scored levels of the buffer left to right, each titled with its score and
+    shortest path (where the level has one). ``level_image(text) -> float[H, W, 3]`` draws a
+    level from its text form; by default the maze's: walls black, free cells white, the start
+    blue, the goal green. A game's start positions are drawn as boards (its level space's
+    ``level_to_image``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -232,12 +270,13 @@ def plot_level_gallery(galleries: list[dict], path: str | Path, *, title: str = 
                 ax.axis("off")
                 continue
             level = gallery["levels"][c]
-            ax.imshow(_level_image(level["text"]), interpolation="nearest")
+            ax.imshow((level_image or _level_image)(level["text"]), interpolation="nearest")
             length = level.get("path_length")
             ax.set_title(f"{level['score']:.3f}" + ("" if length is None else f" / {length}"), fontsize=6)
             if c == 0:
                 ax.set_ylabel(f"it {gallery['iteration']}", fontsize=7)
-    fig.suptitle(f"{title} (score / shortest path)", fontsize=8)
+    with_paths = any(level.get("path_length") is not None for g in rows for level in g["levels"])
+    fig.suptitle(f"{title} (score / shortest path)" if with_paths else f"{title} (score)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,9 +1,16 @@
 """The host loop: runs compiled train chunks, and between them logs, checkpoints and reports.
 
-`train` starts a run in a fresh directory; `resume` continues one from its latest checkpoint.
-Ctrl-C and SIGTERM (what preemptible cloud machines send) finish the chunk in flight, write a
-checkpoint and return. A NaN or infinity in a loss or the parameters stops the run with a
-message naming the iteration and the metric; the last good checkpoint is left as it was.
+`train` starts a run in a fresh directory; `resume` continues one from its newest intact
+checkpoint (a damaged one is passed over with a warning, `superlearner.run.checkpoint`), and may
+change the settings that leave the compiled shapes and the state as they are, such as the budget
+(`RESUME_SETTINGS`). Both hold the run's writer lock (`superlearner.run.lock`): a second writer
+is refused at once. Ctrl-C and SIGTERM (what preemptible cloud machines send) finish the chunk
+in flight, write a checkpoint and return. A NaN or infinity in a loss or the parameters stops the
+run with a message naming the iteration and the metric; a checkpoint or log write that fails (a
+full disk, a lost permission) stops it with a message naming the file. Either way the last good
+checkpoint is left as it was, and a process killed at any point (``kill -9``) resumes to the same
+parameters and log as a run never stopped: the cadences of checkpoints and probes count the
+chunks of the whole run, and the log drops what was written after the checkpoint resumed from.
 
 The TrainState lives on a device mesh (`superlearner.core.distributed`): ``train.mesh_pop`` devices
 split the population, ``train.mesh_data`` split each member's env batch, and the train chunk is
@@ -16,12 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
+import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,15 +38,36 @@ import numpy as np
 import yaml
 
 from superlearner.core import distributed
-from superlearner.run.checkpoint import CHECKPOINT_DIR, Checkpointer
-from superlearner.config import ExperimentConfig, config_from_dict, config_to_dict, validate_semantics
+from superlearner.run.checkpoint import CHECKPOINT_DIR, Checkpointer, committed_steps
+from superlearner.config import ExperimentConfig, apply_overrides, config_from_dict, config_to_dict, validate_semantics
 from superlearner.engine import LEARNER_UPDATED, Engine, compile_concurrently, lower_init, make_engine
-from superlearner.errors import UserError
+from superlearner.errors import ConfigError, RunWriteError, UserError
 from superlearner.version import __version__
+from superlearner.run.lock import hold_run_lock
 from superlearner.run.logs import MetricsLog
 from superlearner.run.memory import GIB, MemoryEstimate, check_fits, device_capacity, program_memory
 
 CONFIG_FILE = "config.yaml"
+# Settings `resume` may change: none alters the compiled train chunk's state shapes or the
+# TrainState's layout, so the checkpoint fits the new program as it is.
+RESUME_SETTINGS = (
+    "train.total_env_steps", "train.time_limit_minutes", "train.checkpoint_every_chunks", "train.keep_checkpoints",
+    "train.iterations_per_chunk", "train.eval_episodes", "train.memory_budget_gib", "arena.every_chunks",
+    "arena.games", "curriculum.probe_every_chunks", "curriculum.probe_episodes", "curriculum.probe_gallery",
+    "log.tensorboard", "log.wandb", "log.wandb_project", "description",
+)
+# Settings under which the budget (train.total_env_steps) shapes the step-size schedule: a run
+# resumed with another budget does not equal one given that budget from the start, since the step
+# size jumps from its place on the old schedule to its place on the new one.
+BUDGET_SCHEDULES = {
+    "learner.anneal_lr=true": lambda config: config.learner.kind == "ppo" and config.learner.anneal_lr,
+    "alphazero.lr_schedule=cosine": lambda config: (
+        config.learner.kind == "alphazero" and getattr(config.section("alphazero"), "lr_schedule", "") == "cosine"
+    ),
+}
+# The heading of the history of settings changed on resume, kept as comments at the end of
+# config.yaml (so the file stays a config that `superlearner train` reads as it is).
+HISTORY_HEADING = "# Settings changed on resume (superlearner resume --set), oldest first:"
 # Metrics whose non-finite value means the run is broken.
 GUARDED_METRICS = ("loss_total", "loss_policy", "loss_value", "entropy", "grad_norm")
 
@@ -65,7 +95,10 @@ def prepare_run_dir(run_dir: Path, config: ExperimentConfig) -> None:
     """Creates ``run_dir`` for a new run; refuses one that already holds a run."""
     check_new_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    # Whole or not at all, so that a process killed here leaves no torn config to resume from.
+    temporary = run_dir / (CONFIG_FILE + ".tmp")
+    temporary.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    os.replace(temporary, run_dir / CONFIG_FILE)
 
 
 def check_new_run_dir(run_dir: Path) -> None:
@@ -151,7 +184,12 @@ def checkpoint_score(metrics: dict, strength: dict | None, has_probe: bool) -> f
     the lowest exploitability for kuhn poker. A checkpoint saved between two measurements is not
     ranked, since a score against the agent's own league says nothing of its strength. Without
     anchors, the mean recent training return; learners without one (alphazero) rank nothing.
+    A run with an online rating (``rating.kind``) ranks by it before anything else: the best
+    member's rating at its latest round (unranked before the first round).
     """
+    if "rating" in metrics and "rating_stderr" in metrics:
+        ratings, measured = np.asarray(metrics["rating"], np.float64), np.isfinite(np.asarray(metrics["rating_stderr"], np.float64))
+        return float(np.max(ratings[measured])) if measured.any() else None
     if has_probe:
         if strength is None:
             return None
@@ -186,38 +224,130 @@ def train(
     check_new_run_dir(run_dir)
     program = compile_run(engine, mesh)  # a run that would not fit its devices stops here
     distributed.sync("superlearner: run directory checked")  # before process 0 writes into it
-    if distributed.is_main_process():
-        prepare_run_dir(run_dir, config)
-    distributed.sync("superlearner: run directory written")
-    return _run(engine, mesh, run_dir, resume=False, show_progress=show_progress, max_chunks=max_chunks,
-                on_chunk=on_chunk, program=program)
+    with _writer_lock(run_dir, "train"):
+        if distributed.is_main_process():
+            check_new_run_dir(run_dir)  # again, holding the lock: another writer may have begun meanwhile
+            try:
+                prepare_run_dir(run_dir, config)
+            except OSError as error:
+                raise RunWriteError.of(run_dir / CONFIG_FILE, "the run's config", error) from None
+        distributed.sync("superlearner: run directory written")
+        return _run(engine, mesh, run_dir, resume=False, show_progress=show_progress, max_chunks=max_chunks,
+                    on_chunk=on_chunk, program=program)
 
 
 def resume(
     run_dir: str | Path,
     *,
     mesh: dict[str, int] | None = None,
+    overrides: Sequence[str] = (),
+    allow_schedule_change: bool = False,
     show_progress: bool = True,
     max_chunks: int | None = None,
     on_chunk: Callable[[dict], None] | None = None,
 ) -> RunResult:
-    """Continues the run in ``run_dir`` from its latest checkpoint to its configured end.
+    """Continues the run in ``run_dir`` from its newest intact checkpoint to its configured end.
 
     A run that died before its first checkpoint starts again from the beginning. ``mesh``
     (``{"pop": 2, "data": 4}``, either may be left out) replaces the run's device layout, e.g. to
     continue on a machine with another number of devices; the checkpoint is read onto the new
     layout.
+
+    ``overrides`` (``["train.total_env_steps=2000000"]``, as ``--set``) change settings of
+    `RESUME_SETTINGS` only; the changes go into ``config.yaml``, with the history of earlier ones,
+    once the checkpoint is read, and a refused one changes nothing. The resumed run then equals a
+    run configured so from the start (parameters exactly; log records too where the old budget
+    ended on a chunk boundary). A budget that a step-size schedule is laid over
+    (`BUDGET_SCHEDULES`) is refused unless ``allow_schedule_change``.
     """
     run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
-    if mesh:
-        config = with_mesh(config, mesh)
-    validate_semantics(config)
-    engine = make_engine(config)
-    device_mesh = make_run_mesh(config)
-    program = compile_run(engine, device_mesh)
-    return _run(engine, device_mesh, run_dir, resume=True, show_progress=show_progress, max_chunks=max_chunks,
-                on_chunk=on_chunk, program=program)
+    read_run_config(run_dir)  # not a run: say so before the lock creates anything
+    with _writer_lock(run_dir, "resume"):
+        config, changes = settings_for_resume(read_run_config(run_dir), overrides, run_dir, allow_schedule_change)
+        running = with_mesh(config, mesh) if mesh else config
+        validate_semantics(running)
+        engine = make_engine(running)
+        device_mesh = make_run_mesh(running)
+        program = compile_run(engine, device_mesh)
+        return _run(engine, device_mesh, run_dir, resume=True, show_progress=show_progress, max_chunks=max_chunks,
+                    on_chunk=on_chunk, program=program, settings_change=(config, changes) if changes else None)
+
+
+def _writer_lock(run_dir: Path, command: str):
+    """The run's writer lock, held by process 0 of a job (the one that writes the run directory)."""
+    return hold_run_lock(run_dir, command) if distributed.is_main_process() else contextlib.nullcontext()
+
+
+def settings_for_resume(config: ExperimentConfig, overrides: Sequence[str], run_dir: Path,
+                        allow_schedule_change: bool = False) -> tuple[ExperimentConfig, list[tuple[str, Any, Any]]]:
+    """The run's ``config`` with ``overrides`` (``KEY=VALUE``) applied, and the changes as
+    ``[(key, old value, new value)]``; raises `ConfigError` (one line) for a key outside
+    `RESUME_SETTINGS`, a bad value, a budget below what the run has trained, or a budget that a
+    step-size schedule is laid over (unless ``allow_schedule_change``, which warns instead)."""
+    if not overrides:
+        return config, []
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if "=" in item and key not in RESUME_SETTINGS:
+            raise ConfigError(
+                f"--set {key}: resume changes only settings that leave the compiled shapes and the state as they are: "
+                f"{', '.join(RESUME_SETTINGS)} (the device layout: --mesh); start a new run to change {key}"
+            )
+    before = config_to_dict(config)
+    changed = config_from_dict(apply_overrides(before, overrides), source="resume --set")
+    validate_semantics(changed, source="resume --set")
+    old, new = _flatten(before), _flatten(config_to_dict(changed))
+    changes = [(key, old.get(key), new.get(key)) for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    if changed.iterations != config.iterations:
+        trained = max(committed_steps(run_dir / CHECKPOINT_DIR), default=0)
+        per_iteration = config.learner.num_envs * config.learner.num_steps
+        if changed.iterations < trained:
+            raise ConfigError(
+                f"--set train.total_env_steps={changed.train.total_env_steps}: the run has trained "
+                f"{trained * per_iteration} env steps already (checkpoint {trained}); give at least that"
+            )
+        shaping = [name for name, applies in BUDGET_SCHEDULES.items() if applies(config)]
+        if shaping:
+            why = (f"this run's step size follows a schedule laid over its budget ({shaping[0]}): with another budget "
+                   "it jumps to its place on the new schedule, so the resumed run does not equal one given that "
+                   "budget from the start")
+            if not allow_schedule_change:
+                raise ConfigError(f"--set train.total_env_steps: {why}; add --allow-schedule-change to change it anyway")
+            print(f"warning: --set train.total_env_steps: {why}", file=sys.stderr)
+    return changed, changes
+
+
+def _flatten(raw: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in raw.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def record_resume_settings(run_dir: Path, config: ExperimentConfig, changes: list[tuple[str, Any, Any]],
+                           iteration: int) -> None:
+    """Writes ``config`` into the run's config.yaml (atomically) with ``changes`` added to the
+    history of changed settings at its end: one comment line per change, oldest first."""
+    path = run_dir / CONFIG_FILE
+    history = []
+    lines = path.read_text().splitlines() if path.is_file() else []
+    if HISTORY_HEADING in lines:
+        history = [line for line in lines[lines.index(HISTORY_HEADING) + 1:] if line.startswith("#")]
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    history += [
+        f"# {stamp}, resumed at iteration {iteration}: {key}: {json.dumps(old)} -> {json.dumps(new)}"
+        for key, old, new in changes
+    ]
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False) + "\n" + "\n".join([HISTORY_HEADING, *history]) + "\n"
+    temporary = path.with_name(CONFIG_FILE + ".tmp")
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise RunWriteError.of(path, "the run's config", error) from None
 
 
 def with_mesh(config: ExperimentConfig, mesh: dict[str, int]) -> ExperimentConfig:
@@ -271,7 +401,7 @@ def compile_run(engine: Engine, mesh) -> RunProgram:
 
 
 def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bool, max_chunks, on_chunk,
-         program: RunProgram) -> RunResult:
+         program: RunProgram, settings_change: tuple[ExperimentConfig, list] | None = None) -> RunResult:
     config = engine.config
     main = distributed.is_main_process()
     multi = jax.process_count() > 1
@@ -286,15 +416,18 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
     shardings = program.shardings
     whole = distributed.replicated(mesh)
     checkpointer = Checkpointer(run_dir, keep=config.train.keep_checkpoints)
-    # Jitted, so every leaf is its own buffer (the chunk donates them all).
-    state = program.init(jnp.int32(config.train.seed))
-    wall_offset = 0.0
-    if resume and checkpointer.latest_step() is not None:
-        state, metadata = checkpointer.restore(state)
-        _check_compatible(engine, metadata, run_dir)
-        wall_offset = float(metadata.get("wall_time", 0.0))
-    iteration = int(state.iteration)
-    log = MetricsLog(run_dir, config, resume_from=iteration if resume else None) if main else _NoLog()
+    log, failed, peer_lost = _NoLog(), False, False
+    try:
+        # Jitted, so every leaf is its own buffer (the chunk donates them all).
+        state, wall_offset = _restore(checkpointer, engine, program.init(jnp.int32(config.train.seed)), run_dir, resume)
+        iteration = int(state.iteration)
+        if settings_change is not None and main:
+            record_resume_settings(run_dir, *settings_change, iteration)
+        if main:
+            log = MetricsLog(run_dir, config, resume_from=iteration if resume else None)
+    except BaseException:
+        _close(checkpointer, run_dir, 0, quiet=True)
+        raise
 
     # Metrics come back replicated, so every process (and device_get) can read them whole.
     chunk_fn = program.chunk
@@ -318,7 +451,6 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
         return wall_offset + time.perf_counter() - start
 
     progress = _Progress(show_progress, total_steps, iteration * steps_per_iteration, config.name)
-    peer_lost = False
     try:
         with _stop_on_signals() as stop, progress:
             # A resumed run that has used up its time does not start another chunk.
@@ -349,12 +481,15 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
                 done_now = int(valid.sum())
                 iteration += done_now
                 chunks_done += 1
+                # Chunks of the whole run, resumed parts included: cadences counted by it make a
+                # resumed run check, probe and checkpoint where an unbroken one does.
+                chunk_number = -(-iteration // config.train.iterations_per_chunk)
                 elapsed = time.perf_counter() - chunk_start
                 last = int(np.flatnonzero(valid)[-1])
                 last_metrics = {name: np.asarray(values[last]).tolist() for name, values in metrics.items()}
                 finished = iteration >= engine.num_iterations
                 # Keyed by iteration, so a resumed run measures with the same randomness.
-                strength = _measure_probes(probe, level_probe, state, gather if multi else None, config, chunks_done,
+                strength = _measure_probes(probe, level_probe, state, gather if multi else None, config, chunk_number,
                                            finished, jax.random.fold_in(probe_key, iteration), iteration, last_metrics)
                 record = log.write(
                     iteration=iteration,
@@ -367,7 +502,7 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
                 progress.update(iteration * steps_per_iteration, last_metrics)
                 if on_chunk is not None:
                     on_chunk(record)
-                due = chunks_done % config.train.checkpoint_every_chunks == 0
+                due = chunk_number % config.train.checkpoint_every_chunks == 0
                 out_of_chunks = max_chunks is not None and chunks_done >= max_chunks
                 if time_limit > 0 and not finished:
                     # This chunk's duration predicts the next one's.
@@ -375,15 +510,7 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
                     time_limited = _any_process(over) if multi else over
                 if finished or due or stop_now or out_of_chunks or time_limited:
                     score = checkpoint_score(last_metrics, strength, probe is not None)
-                    try:
-                        checkpointer.save(
-                            iteration, snapshot(state), checkpoint_metadata(engine, iteration, wall_time()),
-                            score=score,
-                        )
-                    except Exception as error:
-                        if multi and distributed.is_peer_failure(error):
-                            raise distributed.peer_lost(error, f"while saving the checkpoint of iteration {iteration}") from None
-                        raise
+                    _save(checkpointer, snapshot(state), iteration, checkpoint_metadata(engine, iteration, wall_time()), score)
                     last_saved = iteration
                 if stop_now:
                     stopped_by_signal = True
@@ -393,10 +520,18 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
     except distributed.PeerLostError:
         peer_lost = True
         raise
+    except (RunWriteError, OSError) as error:
+        failed = True
+        if isinstance(error, OSError) and error.filename is None:  # not a file's write (a closed pipe)
+            raise
+        raise _stopped_by_write(error, checkpointer, run_dir, iteration) from None
+    except BaseException:
+        failed = True
+        raise
     finally:
-        if not peer_lost:  # closing waits for the other processes, which are gone
-            checkpointer.close()
         log.close()
+        if not peer_lost:  # closing waits for the other processes, which are gone
+            _close(checkpointer, run_dir, iteration, quiet=failed)
     return RunResult(
         run_dir=run_dir,
         iteration=iteration,
@@ -408,6 +543,50 @@ def _run(engine: Engine, mesh, run_dir: Path, *, resume: bool, show_progress: bo
         last_metrics=last_metrics,
         mesh=f"pop={mesh.shape[distributed.POP]},data={mesh.shape[distributed.DATA]}",
     )
+
+
+def _save(checkpointer: Checkpointer, state: Any, iteration: int, metadata: dict, score: float | None) -> None:
+    try:
+        checkpointer.save(iteration, state, metadata, score=score)
+    except Exception as error:
+        if jax.process_count() > 1 and distributed.is_peer_failure(error):
+            raise distributed.peer_lost(error, f"while saving the checkpoint of iteration {iteration}") from None
+        raise
+
+
+def _restore(checkpointer: Checkpointer, engine: Engine, fresh: Any, run_dir: Path, resume: bool) -> tuple[Any, float]:
+    """The state to start from and the wall time it has used: the newest intact checkpoint's when
+    resuming (a run that died before its first checkpoint starts again), else ``fresh``."""
+    if not resume or not (checkpointer.steps() or checkpointer.damaged):
+        return fresh, 0.0
+    state, metadata, _ = checkpointer.restore_intact(fresh)
+    _check_compatible(engine, metadata, run_dir)
+    return state, float(metadata.get("wall_time", 0.0))
+
+
+def _stopped_by_write(error: Exception, checkpointer: Checkpointer, run_dir: Path, iteration: int) -> RunWriteError:
+    """The one line a failed write stops the run with: what failed, and what a resume starts from."""
+    if not isinstance(error, RunWriteError):  # a file written outside the run's own writers (a probe's)
+        error = RunWriteError.of(getattr(error, "filename", None) or run_dir, "a file of the run", error)
+    try:
+        checkpointer.wait()  # a write still in flight may yet land, or fail too
+    except RunWriteError:
+        pass
+    steps = checkpointer.committed_steps()
+    kept = (f"the last good checkpoint ({checkpointer.directory / str(steps[-1])}) is intact and "
+            f"`superlearner resume {run_dir}` continues from it" if steps else
+            f"no checkpoint was written yet; `superlearner resume {run_dir}` starts the run again")
+    return RunWriteError(f"{error}; training stopped after iteration {iteration}: {kept} once the file system takes writes again")
+
+
+def _close(checkpointer: Checkpointer, run_dir: Path, iteration: int, quiet: bool) -> None:
+    """Closes ``checkpointer``, waiting for its last write; a failure of that write is the run's
+    error unless another one is already on its way (``quiet``)."""
+    try:
+        checkpointer.close()
+    except RunWriteError as error:
+        if not quiet:
+            raise _stopped_by_write(error, checkpointer, run_dir, iteration) from None
 
 
 def _make_probes(engine: Engine, run_dir: Path | None):

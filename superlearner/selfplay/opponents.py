@@ -63,11 +63,23 @@ def opponent_bank(league: LeagueState, params):
 DENSE_OPPONENTS_MAX = 32
 
 
-def opponent_policy(learner, league: LeagueState, params, matches: Match, groups: int = 0):
+def opponent_policy(learner, league: LeagueState, params, matches: Match, groups: int = 0, one_by_one: bool = False,
+                    with_self: bool = True):
     """``logits(matches) -> float[N, A]``: each game's opponent's masked logits, for as long as
     the learner's ``params``, the league and (with ``groups``) the groups' pairs stay as they
-    are in ``matches`` (one rollout). `SELF` is the learner's ``params``."""
-    bank = opponent_bank(league, params)
+    are in ``matches`` (one rollout). `SELF` is the learner's ``params``.
+
+    ``one_by_one``: without groups, the opponents' networks run one after another (a loop over
+    the bank) instead of side by side (a `vmap` over it). A vmapped convolution with different
+    weights per network is a grouped convolution, which XLA's CPU backend runs far slower than
+    the same convolutions one at a time: connect four's residual network in a league of 8 cost
+    AlphaZero's iteration +185% vmapped. Dense layers batch well, so MLPs keep the vmap.
+
+    ``with_self=False``: the caller never uses the logits of games against `SELF` (its own moves
+    come from elsewhere, e.g. a search), so without groups the learner's network is left out of
+    the bank and those games get a snapshot's logits.
+    """
+    bank = opponent_bank(league, params) if with_self or groups else league.params
     capacity = league.capacity
     if groups:
         pairs, size = group_pairs(matches, groups)
@@ -89,10 +101,11 @@ def opponent_policy(learner, league: LeagueState, params, matches: Match, groups
         return grouped
 
     def per_game(matches: Match) -> jax.Array:
-        index = jnp.where(matches.opponent == SELF, capacity, matches.opponent)
+        index = jnp.where(matches.opponent == SELF, capacity if with_self else 0, matches.opponent)
         observation, mask = matches.game.observation, matches.game.legal_action_mask
         if capacity + 1 <= DENSE_OPPONENTS_MAX:
-            every = jax.vmap(lambda p: learner.policy(p, observation, mask)[0])(bank)  # [C + 1, N, A]
+            run_one = lambda p: learner.policy(p, observation, mask)[0]  # noqa: E731
+            every = jax.lax.map(run_one, bank) if one_by_one else jax.vmap(run_one)(bank)  # [C + 1, N, A]
             return jnp.take_along_axis(every, index[None, :, None], axis=0)[0]
 
         def policy_of(i, observation, mask):
