@@ -5,45 +5,23 @@ line, and temporary folders of a killed save are removed and never read."""
 import json
 import shutil
 
-import jax
-import numpy as np
 import pytest
 
 from superlearner.cli.main import main
-from superlearner.config import config_from_dict
 from superlearner.errors import DamagedCheckpointError
 from superlearner.run.agent import load_train_state
 from superlearner.run.checkpoint import CHECKSUMS_FILE, DAMAGED_DIR, Checkpointer, check_files
 from superlearner.run.logs import read_metrics
 from superlearner.run.trainer import resume, train
 
-TINY = {
-    "name": "tiny",
-    "env": {"id": "cartpole"},
-    "learner": {"num_envs": 4, "num_steps": 16, "num_minibatches": 2, "num_epochs": 2, "hidden_sizes": [16, 16]},
-    "train": {"total_env_steps": 4 * 16 * 8, "iterations_per_chunk": 2, "checkpoint_every_chunks": 1,
-              "keep_checkpoints": 10, "eval_episodes": 0},
-    "log": {"tensorboard": False},
-}
+from tiny_runs import assert_same_state, comparable, tiny_config
 
-
-def _config():
-    return config_from_dict(json.loads(json.dumps(TINY)))
-
-
-def _comparable(records):
-    return [{k: v for k, v in r.items() if k not in ("wall_time", "steps_per_second")} for r in records]
-
-
-def _assert_same_state(a, b):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("straight") / "run"
-    assert train(_config(), run_dir, show_progress=False).completed
+    assert train(tiny_config(), run_dir, show_progress=False).completed
     return run_dir
 
 
@@ -52,7 +30,7 @@ def killed_run(tmp_path_factory, straight_run):
     """A run as `kill -9` leaves it: checkpoints 2, 4 and 6, the log written past 6, and the
     temporary folder of the save of 8 that never committed."""
     run_dir = tmp_path_factory.mktemp("killed") / "run"
-    train(_config(), run_dir, show_progress=False, max_chunks=3)
+    train(tiny_config(), run_dir, show_progress=False, max_chunks=3)
     shutil.copytree(run_dir / "checkpoints" / "6", run_dir / "checkpoints" / "8.orbax-checkpoint-tmp")
     (run_dir / "checkpoints" / "8.orbax-checkpoint-tmp" / "metadata" / "metadata").write_text('{"torn')
     with open(run_dir / "metrics.jsonl", "a") as log:
@@ -104,8 +82,8 @@ def test_resume_passes_over_a_damaged_newest_checkpoint_and_ends_as_an_unbroken_
     # Set aside, not deleted; the temporary folder of the killed save is gone, never read.
     assert (run_dir / DAMAGED_DIR / "6").is_dir()
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["2", "4", "6", "8"]
-    _assert_same_state(load_train_state(run_dir / "checkpoints" / "8")[1], load_train_state(straight_run / "checkpoints" / "8")[1])
-    assert _comparable(read_metrics(run_dir)) == _comparable(read_metrics(straight_run)), "no log step twice or missing"
+    assert_same_state(load_train_state(run_dir / "checkpoints" / "8")[1], load_train_state(straight_run / "checkpoints" / "8")[1])
+    assert comparable(read_metrics(run_dir)) == comparable(read_metrics(straight_run)), "no log step twice or missing"
 
 
 def test_resume_without_an_intact_checkpoint_fails_in_one_line_and_changes_nothing(killed_run, tmp_path, capsys):

@@ -3,64 +3,37 @@ state as they are, records them in config.yaml with their history, and the resum
 run configured so from the start; any other key, a bad value or a budget a step-size schedule
 is laid over is refused in one line, and changes nothing."""
 
-import json
 import shutil
 
-import jax
-import numpy as np
 import pytest
 import yaml
 
 from superlearner.cli.main import main
-from superlearner.config import config_from_dict, load_config
+from superlearner.config import load_config
 from superlearner.errors import ConfigError
 from superlearner.run.agent import load_train_state
 from superlearner.run.logs import read_metrics
 from superlearner.run.trainer import HISTORY_HEADING, RESUME_SETTINGS, read_run_config, resume, train
 
-PER_ITERATION = 4 * 16
-TINY = {
-    "name": "tiny",
-    "env": {"id": "cartpole"},
-    "learner": {"num_envs": 4, "num_steps": 16, "num_minibatches": 2, "num_epochs": 2, "hidden_sizes": [16, 16],
-                "anneal_lr": False},
-    "train": {"total_env_steps": PER_ITERATION * 8, "iterations_per_chunk": 2, "checkpoint_every_chunks": 1,
-              "keep_checkpoints": 10, "eval_episodes": 0},
-    "log": {"tensorboard": False},
-}
+from tiny_runs import PER_ITERATION, assert_same_state, comparable, tiny_config
 
-
-def _config(iterations: int, **learner):
-    raw = json.loads(json.dumps(TINY))
-    raw["train"]["total_env_steps"] = PER_ITERATION * iterations
-    raw["learner"].update(learner)
-    return config_from_dict(raw)
-
-
-def _comparable(records):
-    return [{k: v for k, v in r.items() if k not in ("wall_time", "steps_per_second")} for r in records]
 
 
 def _final_state(run_dir):
     return load_train_state(run_dir / "checkpoints" / str(max(int(p.name) for p in (run_dir / "checkpoints").iterdir())))[1]
 
 
-def _assert_same_state(a, b):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
 @pytest.fixture(scope="module")
 def longer_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("longer") / "run"
-    train(_config(8), run_dir, show_progress=False)
+    train(tiny_config(8), run_dir, show_progress=False)
     return run_dir
 
 
 @pytest.fixture(scope="module")
 def finished_short_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("short") / "run"
-    assert train(_config(4), run_dir, show_progress=False).completed
+    assert train(tiny_config(4), run_dir, show_progress=False).completed
     return run_dir
 
 
@@ -71,8 +44,8 @@ def test_a_longer_budget_continues_a_finished_run_to_the_same_end_as_a_run_given
     shutil.copytree(finished_short_run, run_dir)
     result = resume(run_dir, overrides=[f"train.total_env_steps={PER_ITERATION * 8}"], show_progress=False)
     assert result.completed and result.iteration == 8
-    _assert_same_state(_final_state(run_dir), _final_state(longer_run))
-    assert _comparable(read_metrics(run_dir)) == _comparable(read_metrics(longer_run))
+    assert_same_state(_final_state(run_dir), _final_state(longer_run))
+    assert comparable(read_metrics(run_dir)) == comparable(read_metrics(longer_run))
     # Recorded: the new value in the config, the change in its history; the file is still a config.
     assert read_run_config(run_dir).train.total_env_steps == PER_ITERATION * 8
     text = (run_dir / "config.yaml").read_text()
@@ -89,10 +62,10 @@ def test_a_longer_budget_continues_a_finished_run_to_the_same_end_as_a_run_given
 
 def test_the_log_cadence_may_change_and_the_parameters_stay_those_of_the_unbroken_run(longer_run, tmp_path):
     run_dir = tmp_path / "run"
-    train(_config(8), run_dir, show_progress=False, max_chunks=1)
+    train(tiny_config(8), run_dir, show_progress=False, max_chunks=1)
     resume(run_dir, overrides=["train.iterations_per_chunk=3"], show_progress=False)
     assert [r["iteration"] for r in read_metrics(run_dir)] == [2, 5, 8]
-    _assert_same_state(_final_state(run_dir), _final_state(longer_run))
+    assert_same_state(_final_state(run_dir), _final_state(longer_run))
 
 
 @pytest.mark.parametrize(
@@ -126,7 +99,7 @@ def test_the_refusal_lists_the_settings_that_may_change_in_one_line(finished_sho
 
 def test_a_budget_under_a_step_size_schedule_is_refused_unless_the_change_is_allowed(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    train(_config(2, anneal_lr=True), run_dir, show_progress=False)
+    train(tiny_config(2, anneal_lr=True), run_dir, show_progress=False)
     config_before = (run_dir / "config.yaml").read_bytes()
     longer = f"train.total_env_steps={PER_ITERATION * 4}"
     with pytest.raises(ConfigError, match=r"learner.anneal_lr=true.*--allow-schedule-change"):

@@ -1,7 +1,6 @@
 """One writer per run: a second train or resume is refused in one line naming the process that
 holds the run; the lock goes with its process (kill -9 leaves none); readers take no lock."""
 
-import json
 import signal
 import subprocess
 import sys
@@ -9,19 +8,13 @@ import sys
 import pytest
 
 from superlearner.cli.main import main
-from superlearner.config import config_from_dict
 from superlearner.errors import RunLockedError
 from superlearner.run.agent import load_train_state
 from superlearner.run.lock import hold_run_lock
 from superlearner.run.trainer import train
 
-TINY = {
-    "name": "tiny",
-    "env": {"id": "cartpole"},
-    "learner": {"num_envs": 4, "num_steps": 16, "num_minibatches": 2, "num_epochs": 2, "hidden_sizes": [16, 16]},
-    "train": {"total_env_steps": 4 * 16 * 4, "iterations_per_chunk": 2, "checkpoint_every_chunks": 1, "eval_episodes": 0},
-    "log": {"tensorboard": False},
-}
+from tiny_runs import tiny_config
+
 HOLD = (
     "import sys, time\n"
     "from superlearner.run.lock import hold_run_lock\n"
@@ -34,7 +27,7 @@ HOLD = (
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("locked") / "run"
-    train(config_from_dict(json.loads(json.dumps(TINY))), run_dir, show_progress=False, max_chunks=1)
+    train(tiny_config(4), run_dir, show_progress=False, max_chunks=1)
     return run_dir
 
 
@@ -65,7 +58,7 @@ def test_a_new_run_in_a_directory_another_process_writes_is_refused(tmp_path, su
     holder = _hold(tmp_path / "new", subprocess_env)
     try:
         with pytest.raises(RunLockedError, match=f"process {holder.pid} "):
-            train(config_from_dict(json.loads(json.dumps(TINY))), tmp_path / "new", show_progress=False)
+            train(tiny_config(4), tmp_path / "new", show_progress=False)
         assert not (tmp_path / "new" / "config.yaml").exists()
     finally:
         holder.kill()

@@ -3,7 +3,6 @@ one line naming the file and the error, the checkpoints before it stay intact, a
 continues once writes work again, to the same end as an unbroken run."""
 
 import errno
-import json
 import shutil
 from pathlib import Path
 
@@ -14,36 +13,21 @@ import pytest
 import superlearner.run.checkpoint as checkpoint_module
 import superlearner.run.logs as logs_module
 from superlearner.cli.main import main
-from superlearner.config import config_from_dict
 from superlearner.errors import RunWriteError
 from superlearner.run.agent import load_train_state
 from superlearner.run.checkpoint import Checkpointer, check_files
 from superlearner.run.logs import read_metrics
 from superlearner.run.trainer import resume, train
 
-TINY = {
-    "name": "tiny",
-    "env": {"id": "cartpole"},
-    "learner": {"num_envs": 4, "num_steps": 16, "num_minibatches": 2, "num_epochs": 2, "hidden_sizes": [16, 16]},
-    "train": {"total_env_steps": 4 * 16 * 8, "iterations_per_chunk": 2, "checkpoint_every_chunks": 1,
-              "keep_checkpoints": 10, "eval_episodes": 0},
-    "log": {"tensorboard": False},
-}
+from tiny_runs import comparable, tiny_config
+
 NO_SPACE = OSError(errno.ENOSPC, "No space left on device")
-
-
-def _config():
-    return config_from_dict(json.loads(json.dumps(TINY)))
-
-
-def _comparable(records):
-    return [{k: v for k, v in r.items() if k not in ("wall_time", "steps_per_second")} for r in records]
 
 
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("straight") / "run"
-    train(_config(), run_dir, show_progress=False)
+    train(tiny_config(), run_dir, show_progress=False)
     return run_dir
 
 
@@ -68,7 +52,7 @@ def _resumes_to_the_unbroken_end(run_dir, straight_run):
     b = load_train_state(straight_run / "checkpoints" / "8")[1]
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    assert _comparable(read_metrics(run_dir)) == _comparable(read_metrics(straight_run))
+    assert comparable(read_metrics(run_dir)) == comparable(read_metrics(straight_run))
 
 
 def test_a_checkpoint_write_that_fails_stops_the_run_and_resume_continues(straight_run, tmp_path, monkeypatch):
@@ -76,7 +60,7 @@ def test_a_checkpoint_write_that_fails_stops_the_run_and_resume_continues(straig
     # The third checkpoint's files cannot be completed: the disk is full.
     _fail_on_call(monkeypatch, checkpoint_module, "write_checksums", 3, NO_SPACE)
     with pytest.raises(RunWriteError) as raised:
-        train(_config(), run_dir, show_progress=False)
+        train(tiny_config(), run_dir, show_progress=False)
     message = str(raised.value)
     assert "\n" not in message
     assert f"{run_dir.resolve()}/checkpoints/6: the checkpoint could not be written ([Errno 28] No space left on device)" in message
