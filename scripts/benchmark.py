@@ -1108,7 +1108,25 @@ def bench_loop(args: argparse.Namespace) -> Report:
         "(target: under 15%).",
     ]
     table = Table("Seconds per iteration", ["variant", "median s", "best s", "over plain"], rows)
+    if not args.no_write:
+        _write_rows("loop_overhead.jsonl", [dict(variant=name, seconds_per_iteration=values, preset=args.preset,
+                                                 iterations=args.iterations) for name, values in times.items()])
     return Report("loop: the whole loop's overhead on AlphaZero", notes, [table])
+
+
+def _write_rows(name: str, rows: list[dict]) -> None:
+    """Appends ``rows`` to ``docs/results/<name>``, each with the command, commit, machine and date."""
+    import subprocess
+
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "n/a"
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=DEFAULT_OUTPUT.parent).stdout.strip()
+    header = dict(command="python scripts/benchmark.py " + shlex.join(sys.argv[1:]), commit=commit,
+                  machine=machine_description(load), date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    path = DEFAULT_OUTPUT.parent / "results" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        for row in rows:
+            handle.write(json.dumps({**header, **row}) + "\n")
 
 
 FAMILIES: dict[str, Family] = {
