@@ -1114,14 +1114,19 @@ def bench_loop(args: argparse.Namespace) -> Report:
     return Report("loop: the whole loop's overhead on AlphaZero", notes, [table])
 
 
-def _write_rows(name: str, rows: list[dict]) -> None:
-    """Appends ``rows`` to ``docs/results/<name>``, each with the command, commit, machine and date."""
+def row_provenance(command: str) -> dict:
+    """What every row file records beside its figures: the command, commit, machine and date."""
     import subprocess
 
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "n/a"
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=DEFAULT_OUTPUT.parent).stdout.strip()
-    header = dict(command="python scripts/benchmark.py " + shlex.join(sys.argv[1:]), commit=commit,
-                  machine=machine_description(load), date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    return dict(command=command, commit=commit, machine=machine_description(load),
+                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def _write_rows(name: str, rows: list[dict]) -> None:
+    """Appends ``rows`` to ``docs/results/<name>``, each with `row_provenance`."""
+    header = row_provenance("python scripts/benchmark.py " + shlex.join(sys.argv[1:]))
     path = DEFAULT_OUTPUT.parent / "results" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:

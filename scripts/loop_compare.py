@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import jax
@@ -157,12 +155,9 @@ def print_table(rows: list[dict]) -> None:
 
 def provenance(argv: list[str]) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from benchmark import machine_description
+    from benchmark import row_provenance
 
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "n/a"
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    return dict(command="python scripts/loop_compare.py " + " ".join(argv), commit=commit,
-                machine=machine_description(load), date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    return row_provenance("python scripts/loop_compare.py " + " ".join(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
